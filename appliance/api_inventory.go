@@ -1,0 +1,150 @@
+package appliance
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/malleable-cloud/malleable/appliance/inventory"
+)
+
+// nodeRequest is the body of POST /api/v1/nodes. The BMC password is not
+// accepted here: it belongs in the secret store.
+type nodeRequest struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	MACs        []string `json:"macs"`
+	BMC         *struct {
+		Host string `json:"host"`
+		Port int    `json:"port"`
+		User string `json:"user"`
+	} `json:"bmc"`
+}
+
+func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
+	var req nodeRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	n := inventory.Node{Name: req.Name, Description: req.Description, MACs: req.MACs}
+	if req.BMC != nil {
+		n.BMC = inventory.BMC{Host: req.BMC.Host, Port: req.BMC.Port, User: req.BMC.User}
+	}
+	err := n.Normalize()
+	if err == nil {
+		n, err = a.store.CreateNode(r.Context(), n, a.now())
+	}
+	a.audit(r, "node.create", "node/"+req.Name, "", err)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, n)
+	return nil
+}
+
+func (a *API) listNodes(w http.ResponseWriter, r *http.Request) error {
+	nodes, err := a.store.ListNodes(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nodes)
+	return nil
+}
+
+func (a *API) getNode(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	n, err := a.store.GetNode(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, n)
+	return nil
+}
+
+func (a *API) deleteNode(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	err = a.store.DeleteNode(r.Context(), name, a.now())
+	a.audit(r, "node.delete", "node/"+name, "", err)
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// tenantRequest is the body of POST /api/v1/tenants.
+type tenantRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	ForemanURL  string `json:"foreman_url"`
+}
+
+func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
+	var req tenantRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	t := inventory.Tenant{Name: req.Name, Description: req.Description, ForemanURL: req.ForemanURL}
+	err := t.Normalize()
+	if err == nil {
+		t, err = a.store.CreateTenant(r.Context(), t, a.now())
+	}
+	a.audit(r, "tenant.create", "tenant/"+req.Name, "", err)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, t)
+	return nil
+}
+
+func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
+	ts, err := a.store.ListTenants(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ts)
+	return nil
+}
+
+func (a *API) getTenant(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	t, err := a.store.GetTenant(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	err = a.store.DeleteTenant(r.Context(), name, a.now())
+	a.audit(r, "tenant.delete", "tenant/"+name, "", err)
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// pathName returns the {name} path variable, refusing anything that is not
+// a valid name before it reaches the store.
+func pathName(r *http.Request) (string, error) {
+	name := mux.Vars(r)["name"]
+	if err := inventory.ValidateName("name", name); err != nil {
+		return "", err
+	}
+	return name, nil
+}

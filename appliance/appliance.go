@@ -1,0 +1,139 @@
+// Package appliance is the Malleable daemon: its configuration, the wiring of
+// its parts, and the admin REST API. Run is the entry point; cmd/malleable
+// is the only caller.
+package appliance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/malleable-cloud/malleable/appliance/store"
+)
+
+// Run starts the appliance and blocks until ctx is cancelled, then shuts down
+// gracefully within cfg.Appliance.ShutdownTimeout. ready, if not nil, is
+// called with the admin API's address once it accepts connections.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
+	if err := os.MkdirAll(cfg.Appliance.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	token, created, err := EnsureToken(cfg.Appliance.AdminTokenFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("generated admin token", "path", cfg.Appliance.AdminTokenFile)
+	}
+	st, err := store.Open(ctx, cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	v, _ := st.SchemaVersion(ctx)
+	log.Info("store open", "path", cfg.Store.Path, "schema_version", v)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg})
+
+	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Appliance.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("admin API listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve admin API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down", "timeout", cfg.Appliance.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Appliance.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shut down admin API: %w", err)
+		}
+		return nil
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// EnsureToken returns the admin token kept in path, generating a new random
+// one (mode 0600, in a directory created 0700) if the file does not exist.
+// A token file readable by group or others is refused.
+func EnsureToken(path string) (token string, created bool, err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", false, fmt.Errorf("create token directory: %w", err)
+	}
+	buf := make([]byte, 32)
+	rand.Read(buf)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		token = hex.EncodeToString(buf)
+		_, werr := f.WriteString(token + "\n")
+		if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+			os.Remove(path)
+			return "", false, fmt.Errorf("write admin token %s: %w", path, err)
+		}
+		return token, true, nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return "", false, fmt.Errorf("create admin token %s: %w", path, err)
+	}
+	token, err = ReadToken(path)
+	return token, false, err
+}
+
+// ReadToken reads an admin token file, refusing one that group or others
+// can read.
+func ReadToken(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("admin token %s has mode %04o: it must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return "", fmt.Errorf("admin token %s is shorter than 16 characters", path)
+	}
+	return t, nil
+}

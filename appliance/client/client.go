@@ -1,0 +1,265 @@
+// Package client is a Go client of the appliance's admin REST API. The CLI
+// uses it, and so can scripts and tests; it speaks only HTTP, never to the
+// store.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/store"
+)
+
+// Client calls one appliance's admin API.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client of the API at baseURL (for example
+// http://127.0.0.1:8780) authenticating with token.
+func New(baseURL, token string) *Client {
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// Error is an error answer of the API.
+type Error struct {
+	Status  int
+	Message string
+	Fields  []string
+	// Conflict is the existing lease a refused lease collides with.
+	Conflict *Lease
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
+
+// Lease is a lease with its state at the time of the answer.
+type Lease struct {
+	lease.Lease
+	State lease.State `json:"state"`
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error    string   `json:"error"`
+			Fields   []string `json:"fields"`
+			Conflict *Lease   `json:"conflict"`
+		}
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+			if e.Error == "" {
+				e.Error = http.StatusText(resp.StatusCode)
+			}
+		}
+		return &Error{Status: resp.StatusCode, Message: e.Error, Fields: e.Fields, Conflict: e.Conflict}
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// NodeSpec is what registering a node takes.
+type NodeSpec struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	MACs        []string `json:"macs,omitempty"`
+	BMC         *BMCSpec `json:"bmc,omitempty"`
+}
+
+// BMCSpec names a node's BMC. Host may include a port.
+type BMCSpec struct {
+	Host string `json:"host"`
+	Port int    `json:"port,omitempty"`
+	User string `json:"user,omitempty"`
+}
+
+// CreateNode registers a node.
+func (c *Client) CreateNode(ctx context.Context, n NodeSpec) (inventory.Node, error) {
+	var out inventory.Node
+	return out, c.do(ctx, http.MethodPost, "/api/v1/nodes", n, &out)
+}
+
+// Nodes lists the nodes.
+func (c *Client) Nodes(ctx context.Context) ([]inventory.Node, error) {
+	var out []inventory.Node
+	return out, c.do(ctx, http.MethodGet, "/api/v1/nodes", nil, &out)
+}
+
+// Node returns one node.
+func (c *Client) Node(ctx context.Context, name string) (inventory.Node, error) {
+	var out inventory.Node
+	return out, c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(name), nil, &out)
+}
+
+// DeleteNode removes a node.
+func (c *Client) DeleteNode(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/nodes/"+url.PathEscape(name), nil, nil)
+}
+
+// TenantSpec is what registering a tenant takes.
+type TenantSpec struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	ForemanURL  string `json:"foreman_url,omitempty"`
+}
+
+// CreateTenant registers a tenant.
+func (c *Client) CreateTenant(ctx context.Context, t TenantSpec) (inventory.Tenant, error) {
+	var out inventory.Tenant
+	return out, c.do(ctx, http.MethodPost, "/api/v1/tenants", t, &out)
+}
+
+// Tenants lists the tenants.
+func (c *Client) Tenants(ctx context.Context) ([]inventory.Tenant, error) {
+	var out []inventory.Tenant
+	return out, c.do(ctx, http.MethodGet, "/api/v1/tenants", nil, &out)
+}
+
+// Tenant returns one tenant.
+func (c *Client) Tenant(ctx context.Context, name string) (inventory.Tenant, error) {
+	var out inventory.Tenant
+	return out, c.do(ctx, http.MethodGet, "/api/v1/tenants/"+url.PathEscape(name), nil, &out)
+}
+
+// DeleteTenant removes a tenant.
+func (c *Client) DeleteTenant(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/tenants/"+url.PathEscape(name), nil, nil)
+}
+
+// LeaseSpec is what creating a lease takes. Start defaults to now; give End
+// or Duration (a Go duration such as 72h), or neither for the default.
+type LeaseSpec struct {
+	Node     string `json:"node"`
+	Tenant   string `json:"tenant"`
+	Start    string `json:"start,omitempty"`
+	End      string `json:"end,omitempty"`
+	Duration string `json:"duration,omitempty"`
+}
+
+// CreateLease creates a lease. A conflict is an *Error with status 409 and
+// the conflicting lease in Conflict.
+func (c *Client) CreateLease(ctx context.Context, l LeaseSpec) (Lease, error) {
+	var out Lease
+	return out, c.do(ctx, http.MethodPost, "/api/v1/leases", l, &out)
+}
+
+// LeaseQuery filters Leases; zero fields select everything.
+type LeaseQuery struct {
+	Node, Tenant string
+	From, To     time.Time // leases overlapping [From, To)
+	State        lease.State
+	Limit        int
+}
+
+// Leases lists leases.
+func (c *Client) Leases(ctx context.Context, f LeaseQuery) ([]Lease, error) {
+	q := url.Values{}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set("node", f.Node)
+	set("tenant", f.Tenant)
+	set("state", string(f.State))
+	if !f.From.IsZero() {
+		q.Set("from", f.From.UTC().Format(time.RFC3339))
+	}
+	if !f.To.IsZero() {
+		q.Set("to", f.To.UTC().Format(time.RFC3339))
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	path := "/api/v1/leases"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []Lease
+	return out, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// Lease returns one lease.
+func (c *Client) Lease(ctx context.Context, id int64) (Lease, error) {
+	var out Lease
+	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/leases/%d", id), nil, &out)
+}
+
+// CancelLease cancels a scheduled lease or ends an active one now.
+func (c *Client) CancelLease(ctx context.Context, id int64) (Lease, error) {
+	var out Lease
+	return out, c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/leases/%d/cancel", id), nil, &out)
+}
+
+// ExtendLease moves a lease's end to end (RFC 3339), or later by by (a Go
+// duration); give exactly one.
+func (c *Client) ExtendLease(ctx context.Context, id int64, end, by string) (Lease, error) {
+	var out Lease
+	body := map[string]string{}
+	if end != "" {
+		body["end"] = end
+	}
+	if by != "" {
+		body["by"] = by
+	}
+	return out, c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/leases/%d/extend", id), body, &out)
+}
+
+// Audit returns up to limit audit entries, newest first.
+func (c *Client) Audit(ctx context.Context, limit int) ([]store.AuditEntry, error) {
+	var out []store.AuditEntry
+	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/audit?limit=%d", limit), nil, &out)
+}
+
+// Health checks /healthz, which needs no token.
+func (c *Client) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)
+}
+
+// IsStatus reports whether err is an API answer with the given status.
+func IsStatus(err error, status int) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == status
+}

@@ -1,0 +1,322 @@
+package appliance
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/ini.v1"
+
+	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/lease"
+)
+
+// DefaultListen is where the admin API listens when nothing else is said:
+// loopback only, so a fresh appliance is not reachable from the network.
+const DefaultListen = "127.0.0.1:8780"
+
+// ExampleINI is the commented example configuration shipped with the binary
+// (`malleable config example`). It holds the defaults.
+//
+//go:embed appliance.ini
+var ExampleINI []byte
+
+// Config is the whole appliance configuration, one field per INI section.
+// Later capabilities add sections here ([reconcile], [docker], [vault],
+// [hil], [m2], [foreman]); an unknown section or key is an error.
+type Config struct {
+	Appliance ApplianceConfig `ini:"appliance"`
+	Store     StoreConfig     `ini:"store"`
+	Leases    LeasesConfig    `ini:"leases"`
+}
+
+// ApplianceConfig is the [appliance] section: the daemon itself.
+type ApplianceConfig struct {
+	// Listen is the admin API's host:port.
+	Listen string `ini:"listen"`
+	// DataDir holds the database and the generated admin token. Created
+	// with mode 0700 if missing.
+	DataDir string `ini:"data_dir"`
+	// AdminTokenFile holds the admin API bearer token; generated (0600) if
+	// missing. Defaults to <data_dir>/admin.token.
+	AdminTokenFile string `ini:"admin_token_file"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `ini:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `ini:"log_format"`
+	// ShutdownTimeout bounds the graceful shutdown on SIGTERM.
+	ShutdownTimeout time.Duration `ini:"shutdown_timeout"`
+}
+
+// StoreConfig is the [store] section: the SQLite state database.
+type StoreConfig struct {
+	// Path of the database file. Defaults to <data_dir>/malleable.db.
+	Path string `ini:"path"`
+}
+
+// LeasesConfig is the [leases] section: limits on what admins may book.
+type LeasesConfig struct {
+	MinDuration     time.Duration `ini:"min_duration"`
+	MaxDuration     time.Duration `ini:"max_duration"`
+	DefaultDuration time.Duration `ini:"default_duration"`
+	MaxAdvance      time.Duration `ini:"max_advance"`
+}
+
+// Limits returns the lease limits the section configures.
+func (c LeasesConfig) Limits() lease.Limits {
+	return lease.Limits{MinDuration: c.MinDuration, MaxDuration: c.MaxDuration,
+		DefaultDuration: c.DefaultDuration, MaxAdvance: c.MaxAdvance}
+}
+
+// DefaultConfig returns the embedded defaults with data kept in dataDir.
+func DefaultConfig(dataDir string) Config {
+	lim := lease.DefaultLimits()
+	return Config{
+		Appliance: ApplianceConfig{
+			Listen:          DefaultListen,
+			DataDir:         dataDir,
+			LogLevel:        "info",
+			LogFormat:       "text",
+			ShutdownTimeout: 15 * time.Second,
+		},
+		Leases: LeasesConfig{
+			MinDuration: lim.MinDuration, MaxDuration: lim.MaxDuration,
+			DefaultDuration: lim.DefaultDuration, MaxAdvance: lim.MaxAdvance,
+		},
+	}
+}
+
+// ConfigError lists every problem found in a configuration. Each problem
+// names its section.key.
+type ConfigError struct {
+	Problems []string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("invalid configuration (%d problem(s)):\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
+}
+
+// ParseConfig reads INI data over defaults, then validates and completes
+// the result (derived paths). All problems are reported together in a
+// *ConfigError.
+func ParseConfig(data []byte, defaults Config) (Config, error) {
+	cfg := defaults
+	f, err := ini.LoadSources(ini.LoadOptions{IgnoreInlineComment: true}, data)
+	if err != nil {
+		return cfg, &ConfigError{Problems: []string{"syntax: " + err.Error()}}
+	}
+	var problems []string
+	sections := sectionFields(reflect.TypeOf(cfg))
+	for _, sec := range f.Sections() {
+		name := sec.Name()
+		if name == ini.DefaultSection {
+			for _, k := range sec.Keys() {
+				problems = append(problems, fmt.Sprintf("%s: key outside any section", k.Name()))
+			}
+			continue
+		}
+		field, ok := sections[name]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("[%s]: unknown section (known: %s)", name, strings.Join(sortedKeys(sections), ", ")))
+			continue
+		}
+		keys := keyTypes(field.Type)
+		bad := false
+		for _, k := range sec.Keys() {
+			typ, ok := keys[k.Name()]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("%s.%s: unknown key (known: %s)", name, k.Name(), strings.Join(sortedKeys(keys), ", ")))
+				bad = true
+				continue
+			}
+			if msg := checkType(k, typ); msg != "" {
+				problems = append(problems, fmt.Sprintf("%s.%s: %s", name, k.Name(), msg))
+				bad = true
+			}
+		}
+		if bad {
+			continue
+		}
+		dst := reflect.ValueOf(&cfg).Elem().FieldByIndex(field.Index).Addr().Interface()
+		if err := sec.StrictMapTo(dst); err != nil {
+			problems = append(problems, fmt.Sprintf("[%s]: %v", name, err))
+		}
+	}
+	if len(problems) > 0 {
+		return cfg, &ConfigError{Problems: problems}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// Validate checks the values of every section, completes derived paths, and
+// reports all problems at once in a *ConfigError.
+func (c *Config) Validate() error {
+	var p []string
+	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+
+	a := &c.Appliance
+	if !validListen(a.Listen) {
+		bad("appliance.listen", "%q is not host:port (for example %s)", a.Listen, DefaultListen)
+	}
+	if a.DataDir == "" {
+		bad("appliance.data_dir", "is required")
+	} else if err := checkPath(a.DataDir); err != nil {
+		bad("appliance.data_dir", "%v", err)
+	} else {
+		a.DataDir = absPath(a.DataDir)
+	}
+	if a.AdminTokenFile == "" && a.DataDir != "" {
+		a.AdminTokenFile = filepath.Join(a.DataDir, "admin.token")
+	} else if err := checkPath(a.AdminTokenFile); err != nil {
+		bad("appliance.admin_token_file", "%v", err)
+	} else {
+		a.AdminTokenFile = absPath(a.AdminTokenFile)
+	}
+	if _, err := ParseLogLevel(a.LogLevel); err != nil {
+		bad("appliance.log_level", "%v", err)
+	}
+	if a.LogFormat != "text" && a.LogFormat != "json" {
+		bad("appliance.log_format", "%q is not text or json", a.LogFormat)
+	}
+	if a.ShutdownTimeout <= 0 || a.ShutdownTimeout > 10*time.Minute {
+		bad("appliance.shutdown_timeout", "%s is not between 0s and 10m", a.ShutdownTimeout)
+	}
+
+	if c.Store.Path == "" && a.DataDir != "" {
+		c.Store.Path = filepath.Join(a.DataDir, "malleable.db")
+	} else if err := checkPath(c.Store.Path); err != nil || strings.ContainsAny(c.Store.Path, "?#") {
+		bad("store.path", "%q is not a usable file path", c.Store.Path)
+	} else {
+		c.Store.Path = absPath(c.Store.Path)
+	}
+
+	l := c.Leases
+	if l.MinDuration < time.Second {
+		bad("leases.min_duration", "%s is shorter than 1s", l.MinDuration)
+	}
+	if l.MaxDuration < l.MinDuration {
+		bad("leases.max_duration", "%s is shorter than leases.min_duration %s", l.MaxDuration, l.MinDuration)
+	}
+	if l.DefaultDuration < l.MinDuration || l.DefaultDuration > l.MaxDuration {
+		bad("leases.default_duration", "%s is not between leases.min_duration and leases.max_duration", l.DefaultDuration)
+	}
+	if l.MaxAdvance <= 0 {
+		bad("leases.max_advance", "%s must be positive", l.MaxAdvance)
+	}
+	if len(p) > 0 {
+		return &ConfigError{Problems: p}
+	}
+	return nil
+}
+
+// ParseLogLevel parses debug, info, warn or error.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+}
+
+// validListen reports whether s is host:port with an IP address or DNS name
+// (or nothing, for every address) and a port 0-65535.
+func validListen(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	_, _, err = inventory.ParseHostPort("listen", host, 1)
+	return err == nil
+}
+
+func checkPath(p string) error {
+	if strings.ContainsRune(p, 0) || strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 }) {
+		return errors.New("contains control characters")
+	}
+	return nil
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return filepath.Clean(p)
+}
+
+// sectionFields maps each INI section name to its field of Config.
+func sectionFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		out[f.Tag.Get("ini")] = f
+	}
+	return out
+}
+
+// keyTypes maps each INI key of a section struct to its Go type.
+func keyTypes(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		out[strings.Split(f.Tag.Get("ini"), ",")[0]] = f.Type
+	}
+	return out
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// checkType returns why k's value cannot become typ, or "".
+func checkType(k *ini.Key, typ reflect.Type) string {
+	var err error
+	switch {
+	case typ == durationType:
+		var d time.Duration
+		if d, err = k.Duration(); err == nil && d < 0 {
+			return fmt.Sprintf("%q is negative", k.String())
+		}
+		if err != nil {
+			return fmt.Sprintf("%q is not a duration (for example 90s, 15m, 168h)", k.String())
+		}
+	case typ.Kind() == reflect.Int:
+		if _, err = k.Int(); err != nil {
+			return fmt.Sprintf("%q is not an integer", k.String())
+		}
+	case typ.Kind() == reflect.Bool:
+		if _, err = k.Bool(); err != nil {
+			return fmt.Sprintf("%q is not true or false", k.String())
+		}
+	}
+	return ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

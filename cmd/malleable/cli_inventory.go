@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/malleable-cloud/malleable/appliance/client"
+	"github.com/malleable-cloud/malleable/appliance/inventory"
+)
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func nodeTable(nodes ...inventory.Node) func(*tabwriter.Writer) {
+	return func(tw *tabwriter.Writer) {
+		fmt.Fprintln(tw, "NAME\tMACS\tBMC\tBMC USER\tDESCRIPTION")
+		for _, n := range nodes {
+			bmc := "-"
+			if n.BMC.Host != "" {
+				bmc = n.BMC.Address()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, orDash(strings.Join(n.MACs, ",")), bmc, orDash(n.BMC.User), orDash(n.Description))
+		}
+	}
+}
+
+func cmdNode(ctx context.Context, e env, args []string) error {
+	var spec client.NodeSpec
+	var macs stringList
+	var bmc, bmcUser string
+	cmds := map[string]*command{
+		"add": {
+			usage: "node add NAME [--mac MAC]... [--bmc HOST[:PORT] --bmc-user USER] [--description TEXT]",
+			nargs: 1,
+			flags: func(fs *flag.FlagSet) {
+				fs.Var(&macs, "mac", "a MAC address of the node (repeatable)")
+				fs.StringVar(&bmc, "bmc", "", "BMC address, host[:port] (IPMI port 623 by default)")
+				fs.StringVar(&bmcUser, "bmc-user", "", "BMC user name")
+				fs.StringVar(&spec.Description, "description", "", "free text")
+			},
+			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+				spec.Name, spec.MACs = args[0], macs
+				if bmc != "" || bmcUser != "" {
+					spec.BMC = &client.BMCSpec{Host: bmc, User: bmcUser}
+				}
+				n, err := c.CreateNode(ctx, spec)
+				if err != nil {
+					return err
+				}
+				return out.print(n, nodeTable(n))
+			},
+		},
+		"list": {
+			usage: "node list",
+			run: func(ctx context.Context, c *client.Client, out *printer, _ []string) error {
+				ns, err := c.Nodes(ctx)
+				if err != nil {
+					return err
+				}
+				return out.print(ns, nodeTable(ns...))
+			},
+		},
+		"show": {
+			usage: "node show NAME",
+			nargs: 1,
+			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+				n, err := c.Node(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return out.print(n, nodeTable(n))
+			},
+		},
+		"rm": {
+			usage: "node rm NAME",
+			nargs: 1,
+			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+				if err := c.DeleteNode(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(out.w, "node %s removed\n", args[0])
+				return nil
+			},
+		},
+	}
+	return runGroup(ctx, e, "node", cmds, []string{"add", "list", "show", "rm"}, args)
+}
+
+func tenantTable(ts ...inventory.Tenant) func(*tabwriter.Writer) {
+	return func(tw *tabwriter.Writer) {
+		fmt.Fprintln(tw, "NAME\tSTATE\tFOREMAN\tDESCRIPTION")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.State, orDash(t.ForemanURL), orDash(t.Description))
+		}
+	}
+}
+
+func cmdTenant(ctx context.Context, e env, args []string) error {
+	var spec client.TenantSpec
+	cmds := map[string]*command{
+		"add": {
+			usage: "tenant add NAME [--foreman-url URL] [--description TEXT]",
+			nargs: 1,
+			flags: func(fs *flag.FlagSet) {
+				fs.StringVar(&spec.ForemanURL, "foreman-url", "", "the tenant's own external Foreman, if it brings one")
+				fs.StringVar(&spec.Description, "description", "", "free text")
+			},
+			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+				spec.Name = args[0]
+				t, err := c.CreateTenant(ctx, spec)
+				if err != nil {
+					return err
+				}
+				return out.print(t, tenantTable(t))
+			},
+		},
+		"list": {
+			usage: "tenant list",
+			run: func(ctx context.Context, c *client.Client, out *printer, _ []string) error {
+				ts, err := c.Tenants(ctx)
+				if err != nil {
+					return err
+				}
+				return out.print(ts, tenantTable(ts...))
+			},
+		},
+		"show": {
+			usage: "tenant show NAME",
+			nargs: 1,
+			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+				t, err := c.Tenant(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return out.print(t, tenantTable(t))
+			},
+		},
+		"rm": {
+			usage: "tenant rm NAME",
+			nargs: 1,
+			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+				if err := c.DeleteTenant(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(out.w, "tenant %s removed\n", args[0])
+				return nil
+			},
+		},
+	}
+	return runGroup(ctx, e, "tenant", cmds, []string{"add", "list", "show", "rm"}, args)
+}
