@@ -105,14 +105,18 @@ func (e *ConfigError) Error() string {
 }
 
 // ParseConfig reads INI data over defaults, then validates and completes
-// the result (derived paths). All problems are reported together in a
-// *ConfigError.
+// the result (derived paths). Every problem — syntax, unknown sections and
+// keys, values of the wrong type, values out of range — is reported together
+// in a *ConfigError, each naming its section.key.
 func ParseConfig(data []byte, defaults Config) (Config, error) {
 	cfg := defaults
 	f, err := ini.LoadSources(ini.LoadOptions{IgnoreInlineComment: true}, data)
 	if err != nil {
 		return cfg, &ConfigError{Problems: []string{"syntax: " + err.Error()}}
 	}
+	// Copy the well-formed keys into a clean file, so one bad key neither
+	// hides the others nor keeps the rest of its section from being checked.
+	clean := ini.Empty()
 	var problems []string
 	sections := sectionFields(reflect.TypeOf(cfg))
 	for _, sec := range f.Sections() {
@@ -129,32 +133,33 @@ func ParseConfig(data []byte, defaults Config) (Config, error) {
 			continue
 		}
 		keys := keyTypes(field.Type)
-		bad := false
 		for _, k := range sec.Keys() {
 			typ, ok := keys[k.Name()]
 			if !ok {
 				problems = append(problems, fmt.Sprintf("%s.%s: unknown key (known: %s)", name, k.Name(), strings.Join(sortedKeys(keys), ", ")))
-				bad = true
 				continue
 			}
 			if msg := checkType(k, typ); msg != "" {
 				problems = append(problems, fmt.Sprintf("%s.%s: %s", name, k.Name(), msg))
-				bad = true
+				continue
+			}
+			if _, err := clean.Section(name).NewKey(k.Name(), k.Value()); err != nil {
+				problems = append(problems, fmt.Sprintf("%s.%s: %v", name, k.Name(), err))
 			}
 		}
-		if bad {
-			continue
-		}
+	}
+	for name, field := range sections {
 		dst := reflect.ValueOf(&cfg).Elem().FieldByIndex(field.Index).Addr().Interface()
-		if err := sec.StrictMapTo(dst); err != nil {
+		if err := clean.Section(name).StrictMapTo(dst); err != nil {
 			problems = append(problems, fmt.Sprintf("[%s]: %v", name, err))
 		}
 	}
+	var ce *ConfigError
+	if err := cfg.Validate(); errors.As(err, &ce) {
+		problems = append(problems, ce.Problems...)
+	}
 	if len(problems) > 0 {
 		return cfg, &ConfigError{Problems: problems}
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, err
 	}
 	return cfg, nil
 }
@@ -176,10 +181,13 @@ func (c *Config) Validate() error {
 	} else {
 		a.DataDir = absPath(a.DataDir)
 	}
+	// Derived paths are checked like given ones: a data_dir that makes a
+	// bad database path is refused now, not at start-up.
 	if a.AdminTokenFile == "" && a.DataDir != "" {
 		a.AdminTokenFile = filepath.Join(a.DataDir, "admin.token")
-	} else if err := checkPath(a.AdminTokenFile); err != nil {
-		bad("appliance.admin_token_file", "%v", err)
+	}
+	if err := checkPath(a.AdminTokenFile); err != nil || a.AdminTokenFile == "" {
+		bad("appliance.admin_token_file", "%q is not a usable file path", a.AdminTokenFile)
 	} else {
 		a.AdminTokenFile = absPath(a.AdminTokenFile)
 	}
@@ -195,7 +203,8 @@ func (c *Config) Validate() error {
 
 	if c.Store.Path == "" && a.DataDir != "" {
 		c.Store.Path = filepath.Join(a.DataDir, "malleable.db")
-	} else if err := checkPath(c.Store.Path); err != nil || strings.ContainsAny(c.Store.Path, "?#") {
+	}
+	if err := checkPath(c.Store.Path); err != nil || c.Store.Path == "" || strings.ContainsAny(c.Store.Path, "?#") {
 		bad("store.path", "%q is not a usable file path", c.Store.Path)
 	} else {
 		c.Store.Path = absPath(c.Store.Path)

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the malleable executable built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "malleable-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "malleable")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is a running `malleable serve`.
+type daemon struct {
+	cmd     *exec.Cmd
+	addr    string
+	dataDir string
+	log     *bytes.Buffer
+	done    chan error
+}
+
+// startDaemon runs serve on a free loopback port with its state in dataDir
+// and waits until it announces its address.
+func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, dataDir: dataDir, log: &bytes.Buffer{}, done: make(chan error, 1)}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			d.log.WriteString(line + "\n")
+			if rest, ok := strings.CutPrefix(line, "malleable: admin API on http://"); ok {
+				addr, _, _ := strings.Cut(rest, ",")
+				addrc <- addr
+			}
+		}
+		d.done <- cmd.Wait()
+	}()
+	select {
+	case d.addr = <-addrc:
+	case err := <-d.done:
+		t.Fatalf("serve exited before listening: %v\n%s", err, d.log)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("serve did not announce its address:\n%s", d.log)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-d.done
+		}
+	})
+	return d
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM:\n%s", err, d.log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not stop after SIGTERM:\n%s", d.log)
+	}
+}
+
+// cli runs one CLI command against d and returns its stdout, stderr and
+// exit code.
+func (d *daemon) cli(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"MALLEABLE_SERVER=" + d.addr, "HOME=" + t.TempDir()}
+	cmd.Args = append(cmd.Args, "--token-file", filepath.Join(d.dataDir, "admin.token"))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// ok runs a CLI command that must succeed and returns its stdout.
+func (d *daemon) ok(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := d.cli(t, args...)
+	if code != 0 {
+		t.Fatalf("malleable %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func TestCLIEndToEnd(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "state")
+	d := startDaemon(t, data)
+
+	for path, want := range map[string]os.FileMode{data: 0o700, filepath.Join(data, "admin.token"): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %04o, want %04o", path, fi.Mode().Perm(), want)
+		}
+	}
+
+	d.ok(t, "node", "add", "node-1", "--mac", "52:54:00:AA:00:01", "--bmc", "127.0.0.1:9623", "--bmc-user", "admin")
+	d.ok(t, "node", "add", "node-2", "--mac", "52-54-00-aa-00-02")
+	d.ok(t, "tenant", "add", "acme")
+	d.ok(t, "tenant", "add", "globex")
+	if out := d.ok(t, "node", "list"); !strings.Contains(out, "52:54:00:aa:00:01") || !strings.Contains(out, "127.0.0.1:9623") {
+		t.Errorf("node list lacks the normalised MAC or BMC:\n%s", out)
+	}
+
+	d.ok(t, "lease", "add", "--node", "node-1", "--tenant", "acme", "--start", "now", "--duration", "2h")
+	_, errOut, code := d.cli(t, "lease", "add", "--node", "node-1", "--tenant", "globex", "--start", "+1h", "--duration", "2h")
+	if code != 1 || !strings.Contains(errOut, "already leased to acme") || !strings.Contains(errOut, "HTTP 409") {
+		t.Errorf("overlapping lease: exit %d, stderr %q; want exit 1 naming acme's lease and 409", code, errOut)
+	}
+	d.ok(t, "lease", "add", "--node", "node-1", "--tenant", "globex", "--start", "+2h", "--duration", "2h")
+
+	var leases []struct {
+		ID     int64  `json:"id"`
+		Node   string `json:"node"`
+		Tenant string `json:"tenant"`
+		State  string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(d.ok(t, "lease", "list", "--node", "node-1", "-o", "json")), &leases); err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 2 || leases[0].Tenant != "acme" || leases[0].State != "active" || leases[1].State != "scheduled" {
+		t.Fatalf("leases = %+v", leases)
+	}
+
+	_, errOut, code = d.cli(t, "node", "add", "Bad_Name")
+	if code != 1 || !strings.Contains(errOut, "DNS label") {
+		t.Errorf("bad node name: exit %d, stderr %q", code, errOut)
+	}
+	_, errOut, code = d.cli(t, "lease", "add", "--node", "node-1")
+	if code != 2 || !strings.Contains(errOut, "--tenant") {
+		t.Errorf("missing flag: exit %d, stderr %q; want usage error 2", code, errOut)
+	}
+	if out := d.ok(t, "lease", "cancel", "2"); !strings.Contains(out, "cancelled") {
+		t.Errorf("cancel: %s", out)
+	}
+	if out := d.ok(t, "audit", "list"); !strings.Contains(out, "lease.cancel") || !strings.Contains(out, "refused (409)") {
+		t.Errorf("audit list lacks the cancel or the refused lease:\n%s", out)
+	}
+
+	// A restart keeps everything.
+	d.stop(t)
+	if !strings.Contains(d.log.String(), "stopped") {
+		t.Errorf("no graceful stop in the log:\n%s", d.log)
+	}
+	d = startDaemon(t, data)
+	out := d.ok(t, "lease", "list")
+	if !strings.Contains(out, "acme") || !strings.Contains(out, "cancelled") {
+		t.Errorf("after restart, lease list:\n%s", out)
+	}
+	if out := d.ok(t, "tenant", "list"); !strings.Contains(out, "globex") {
+		t.Errorf("after restart, tenant list:\n%s", out)
+	}
+	d.stop(t)
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.ini")
+	os.WriteFile(bad, []byte("[appliance]\nlisten = 127.0.0.1:99999\nlisten_addr = x\n[leases]\nmax_duration = forever\n"), 0o600)
+	good := filepath.Join(dir, "good.ini")
+	os.WriteFile(good, []byte("[appliance]\ndata_dir = "+dir+"\n"), 0o600)
+
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(binary, args...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	out, code := run("config", "check", bad)
+	if code != 2 {
+		t.Errorf("config check bad.ini: exit %d, want 2", code)
+	}
+	for _, want := range []string{"appliance.listen", "appliance.listen_addr: unknown key", "leases.max_duration"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, code := run("config", "check", good); code != 0 || !strings.Contains(out, "OK") {
+		t.Errorf("config check good.ini: exit %d\n%s", code, out)
+	}
+	example, code := run("config", "example")
+	if code != 0 {
+		t.Fatalf("config example: exit %d", code)
+	}
+	ex := filepath.Join(dir, "example.ini")
+	os.WriteFile(ex, []byte(example), 0o600)
+	if out, code := run("config", "check", ex); code != 0 {
+		t.Errorf("the shipped example fails config check: %s", out)
+	}
+	if out, code := run("serve", "--config", bad); code != 2 || !strings.Contains(out, "leases.max_duration") {
+		t.Errorf("serve with a bad config: exit %d\n%s", code, out)
+	}
+	if out, code := run("nonsense"); code != 2 || !strings.Contains(out, "unknown command") {
+		t.Errorf("unknown command: exit %d\n%s", code, out)
+	}
+	if out, code := run("version"); code != 0 || !strings.HasPrefix(out, "malleable ") {
+		t.Errorf("version: exit %d\n%s", code, out)
+	}
+	for _, args := range [][]string{{"serve", "--help"}, {"lease", "add", "--help"}, {"node", "--help"}, {"--help"}} {
+		if out, code := run(args...); code != 0 || !strings.Contains(out, "Usage") {
+			t.Errorf("%v: exit %d\n%s", args, code, out)
+		}
+	}
+}
+
+// TestREADMEWalkthrough runs the README's walkthrough verbatim against a
+// fresh appliance: every command must succeed, except the one the README
+// says is refused, which must exit 1 with a 409.
+func TestREADMEWalkthrough(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "<!-- walkthrough:begin -->")
+	block, _, ok2 := strings.Cut(block, "<!-- walkthrough:end -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no walkthrough markers")
+	}
+	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
+	ran, refused := 0, false
+	expectRefusal := false
+	for line := range strings.Lines(block) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "#") {
+			expectRefusal = strings.Contains(line, "refused")
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, "bin/malleable ")
+		if !ok {
+			continue
+		}
+		args, err := shellWords(rest)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		out, errOut, code := d.cli(t, args...)
+		ran++
+		switch {
+		case expectRefusal:
+			if code != 1 || !strings.Contains(errOut, "HTTP 409") {
+				t.Errorf("%s: want a 409 refusal, got exit %d\n%s%s", line, code, out, errOut)
+			}
+			refused = true
+		case code != 0:
+			t.Errorf("%s: exit %d\n%s%s", line, code, out, errOut)
+		}
+	}
+	if ran < 8 || !refused {
+		t.Errorf("walkthrough ran %d commands (refusal seen: %v); the README block looks broken", ran, refused)
+	}
+}
+
+// shellWords splits a command line the way sh would for the simple quoting
+// the README uses: double and single quotes, no expansions.
+func shellWords(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	var quote rune
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '"' || r == '\'':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, errors.New("unterminated quote")
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (idempotently), then runs
+# every gate: gofmt, go vet, staticcheck, the container image build, a short
+# fuzz pass, and go test -race over all packages against real components.
+#
+#   scripts/test.sh
+#   FUZZTIME=30s scripts/test.sh     (longer fuzzing; default 10s per target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_go
+ensure_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+echo "==> gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
+
+echo "==> go vet"
+go vet ./...
+
+echo "==> staticcheck"
+staticcheck ./...
+
+if docker info >/dev/null 2>&1; then
+	echo "==> container image (no registry)"
+	scripts/image.sh malleable:test
+	cid=$(docker run -d --rm -p 127.0.0.1::8780 malleable:test)
+	trap 'docker rm -f "$cid" >/dev/null 2>&1 || true' EXIT
+	port=$(docker port "$cid" 8780/tcp | head -n1 | sed 's/.*://')
+	for _ in $(seq 50); do
+		curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	curl -fsS "http://127.0.0.1:$port/healthz" | grep -q '"ok"' || { docker logs "$cid"; echo "image: /healthz failed"; exit 1; }
+	echo "image serves /healthz as user $(docker inspect -f '{{.Config.User}}' malleable:test)"
+	docker rm -f "$cid" >/dev/null
+else
+	echo "==> container image: SKIPPED (no Docker engine reachable)"
+fi
+
+echo "==> fuzz (${FUZZTIME:-10s} per target)"
+for target in $(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' . | sed 's/func //' | sort -u); do
+	pkg=$(dirname "$(grep -rlE "^func $target\(" --include='*_test.go' . | head -n1)")
+	go test -run='^$' -fuzz="^$target\$" -fuzztime="${FUZZTIME:-10s}" "$pkg" >/dev/null || {
+		echo "fuzz $target in $pkg failed; the failing input is under $pkg/testdata/fuzz/$target"; exit 1; }
+	echo "fuzz $target ($pkg): ok"
+done
+
+echo "==> go test -race -shuffle=on ./..."
+go test -race -shuffle=on -count=1 ./...
