@@ -39,7 +39,7 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		"hash inside a value is kept": {
-			ini: "[store]\npath = /srv/a#b.db\n",
+			ini:  "[store]\npath = /srv/a#b.db\n",
 			errs: []string{"store.path"}, // '#' is refused in a database path, but not as a comment
 		},
 		"explicit store path and IPv6 listen": {

@@ -30,11 +30,14 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, erro
 	return e, err
 }
 
-// ListAudit returns up to limit entries with IDs below before (0 for the
-// newest), newest first.
+// ListAudit returns up to limit entries (100 if limit is not positive) with
+// IDs below before (0 for the newest), newest first.
 func (s *Store) ListAudit(ctx context.Context, before int64, limit int) ([]AuditEntry, error) {
 	if before <= 0 {
 		before = 1<<63 - 1
+	}
+	if limit <= 0 {
+		limit = 100
 	}
 	rows, err := s.r.QueryContext(ctx,
 		`SELECT id, at, actor, action, target, detail, result FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?`,

@@ -136,6 +136,9 @@ func (s *Store) ListLeases(ctx context.Context, f LeaseFilter) ([]lease.Lease, e
 	if !f.To.IsZero() {
 		add(`l.start_at < ?`, ms(f.To))
 	}
+	if f.State != "" && f.Now.IsZero() {
+		return nil, fmt.Errorf("list leases: a state filter needs Now")
+	}
 	now := ms(f.Now)
 	switch f.State {
 	case "":

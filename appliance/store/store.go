@@ -55,7 +55,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			"busy_timeout(10000)", "journal_mode(WAL)", "foreign_keys(1)", "synchronous(FULL)",
 		}, extra...)
 		q.Set("_txlock", "immediate")
-		return "file:" + path + "?" + q.Encode()
+		// SQLite reads "file:" names as URIs and percent-decodes them.
+		return "file:" + strings.ReplaceAll(path, "%", "%25") + "?" + q.Encode()
 	}
 	w, err := sql.Open("sqlite", dsn())
 	if err != nil {
