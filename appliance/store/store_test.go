@@ -510,7 +510,7 @@ func TestAudit(t *testing.T) {
 func TestOpenPathWithPercent(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a%41b.db")
-	s, err := Open(context.Background(), path)
+	s, err := store.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
