@@ -88,7 +88,9 @@ func (a *API) Router() *mux.Router {
 	r.Handle("/healthz", a.handle(a.healthz)).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
-	v1 := r.PathPrefix("/api/v1").Subrouter()
+	// Full paths on the root router, not a PathPrefix subrouter: with
+	// mux v1.8.1 a subrouter turns a wrong method into 404 instead of 405.
+	v1 := prefixed{r, "/api/v1"}
 	v1.Handle("/openapi.json", a.handle(a.openAPI)).Methods(http.MethodGet)
 	v1.Handle("/nodes", a.handle(a.listNodes)).Methods(http.MethodGet)
 	v1.Handle("/nodes", a.handle(a.createNode)).Methods(http.MethodPost)
@@ -107,6 +109,16 @@ func (a *API) Router() *mux.Router {
 	return r
 }
 
+// prefixed registers routes on a router under a path prefix.
+type prefixed struct {
+	r      *mux.Router
+	prefix string
+}
+
+func (p prefixed) Handle(path string, h http.Handler) *mux.Route {
+	return p.r.Handle(p.prefix+path, h)
+}
+
 type actorKey struct{}
 
 // actor returns who made the request, for the audit log.
@@ -122,13 +134,18 @@ func actor(ctx context.Context) string {
 // keep API answers out of caches and browsers' guesses.
 func (a *API) secure(next http.Handler) http.Handler {
 	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross-origin request refused"})
+	}))
 	want := []byte(a.token)
 	authed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Frame-Options", "DENY")
-		if r.URL.Path == "/healthz" {
+		if r.URL.Path == "/healthz" && r.Method == http.MethodGet {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -249,7 +266,7 @@ func decodeStrict(body io.Reader, dst any) error {
 		}
 		return badRequest("body: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("body: unexpected data after the JSON object")
 	}
 	return nil

@@ -34,7 +34,7 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 	if err == nil {
 		n, err = a.store.CreateNode(r.Context(), n, a.now())
 	}
-	a.audit(r, "node.create", "node/"+req.Name, "", err)
+	a.audit(r, "node.create", "node/"+auditName(req.Name), "", err)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err == nil {
 		t, err = a.store.CreateTenant(r.Context(), t, a.now())
 	}
-	a.audit(r, "tenant.create", "tenant/"+req.Name, "", err)
+	a.audit(r, "tenant.create", "tenant/"+auditName(req.Name), "", err)
 	if err != nil {
 		return err
 	}
@@ -147,4 +147,13 @@ func pathName(r *http.Request) (string, error) {
 		return "", err
 	}
 	return name, nil
+}
+
+// auditName is name as the audit log may record it: a refused request's
+// name can be anything, so only valid names are written verbatim.
+func auditName(name string) string {
+	if inventory.ValidateName("name", name) != nil {
+		return "(invalid name)"
+	}
+	return name
 }

@@ -89,8 +89,11 @@ func (a *API) createLease(w http.ResponseWriter, r *http.Request) error {
 	if err == nil {
 		l, err = a.store.CreateLease(r.Context(), l, a.limits, now)
 	}
-	a.audit(r, "lease.create", "node/"+l.Node, fmt.Sprintf("tenant=%s start=%s end=%s", l.Tenant,
-		l.Start.Format(time.RFC3339), l.End.Format(time.RFC3339)), err)
+	detail := "request refused before it named a valid lease"
+	if !l.Start.IsZero() {
+		detail = fmt.Sprintf("tenant=%s start=%s end=%s", l.Tenant, l.Start.Format(time.RFC3339), l.End.Format(time.RFC3339))
+	}
+	a.audit(r, "lease.create", "node/"+auditName(l.Node), detail, err)
 	if err != nil {
 		return err
 	}
@@ -196,27 +199,27 @@ func (a *API) extendLease(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	var end time.Time
+	// The new end is computed from the current one inside the store's
+	// write transaction, so concurrent "by" extensions add up.
+	var newEnd func(cur time.Time) time.Time
 	switch {
 	case (req.End == "") == (req.By == ""):
 		return &inventory.FieldError{Field: "end", Reason: "give exactly one of end or by"}
 	case req.End != "":
-		if end, err = parseTime("end", req.End); err != nil {
+		end, err := parseTime("end", req.End)
+		if err != nil {
 			return err
 		}
+		newEnd = func(time.Time) time.Time { return end }
 	default:
 		d, perr := time.ParseDuration(req.By)
 		if perr != nil || d <= 0 {
 			return &inventory.FieldError{Field: "by", Reason: fmt.Sprintf("%q is not a positive duration such as 24h", req.By)}
 		}
-		cur, err := a.store.GetLease(r.Context(), id)
-		if err != nil {
-			return err
-		}
-		end = cur.End.Add(d)
+		newEnd = func(cur time.Time) time.Time { return cur.Add(d) }
 	}
-	l, err := a.store.ExtendLease(r.Context(), id, end, a.limits, a.now())
-	a.audit(r, "lease.extend", fmt.Sprintf("lease/%d", id), "end="+end.Format(time.RFC3339), err)
+	l, err := a.store.ExtendLeaseFunc(r.Context(), id, newEnd, a.limits, a.now())
+	a.audit(r, "lease.extend", fmt.Sprintf("lease/%d", id), "end="+l.End.Format(time.RFC3339), err)
 	if err != nil {
 		return err
 	}

@@ -202,13 +202,20 @@ func (s *Store) CancelLease(ctx context.Context, id int64, now time.Time) (lease
 // ExtendLease moves the end of lease id to end, checking lim and the node's
 // other leases in the same write transaction.
 func (s *Store) ExtendLease(ctx context.Context, id int64, end time.Time, lim lease.Limits, now time.Time) (lease.Lease, error) {
-	end = lease.Normalize(end)
+	return s.ExtendLeaseFunc(ctx, id, func(time.Time) time.Time { return end }, lim, now)
+}
+
+// ExtendLeaseFunc is ExtendLease with the new end computed from the
+// current one inside the write transaction, so that concurrent relative
+// extensions ("24 hours more") add up instead of colliding.
+func (s *Store) ExtendLeaseFunc(ctx context.Context, id int64, newEnd func(cur time.Time) time.Time, lim lease.Limits, now time.Time) (lease.Lease, error) {
 	var out lease.Lease
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		l, err := getLease(ctx, tx, id)
 		if err != nil {
 			return err
 		}
+		end := lease.Normalize(newEnd(l.End))
 		if err := lim.CheckExtend(l, end, now); err != nil {
 			return err
 		}

@@ -186,3 +186,9 @@ func isUnique(err error) bool {
 }
 
 func notFound(kind, name string) error { return fmt.Errorf("%s %q: %w", kind, name, ErrNotFound) }
+
+// LatestSchemaVersion is the schema version this binary migrates to.
+func LatestSchemaVersion() int {
+	ms, _ := migrations()
+	return len(ms)
+}

@@ -125,8 +125,8 @@ func TestOpenMigrates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	if v, err := s.SchemaVersion(ctx); err != nil || v != 1 {
-		t.Fatalf("SchemaVersion() = %d, %v; want 1", v, err)
+	if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchemaVersion() || v < 1 {
+		t.Fatalf("SchemaVersion() = %d, %v; want %d", v, err, store.LatestSchemaVersion())
 	}
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
@@ -139,8 +139,8 @@ func TestOpenMigrates(t *testing.T) {
 	// Re-opening applies nothing: running 0001 again would fail on
 	// CREATE TABLE, and the data written before is still there.
 	s = openStore(t, path)
-	if v, err := s.SchemaVersion(ctx); err != nil || v != 1 {
-		t.Fatalf("after re-open SchemaVersion() = %d, %v; want 1", v, err)
+	if v, err := s.SchemaVersion(ctx); err != nil || v != store.LatestSchemaVersion() {
+		t.Fatalf("after re-open SchemaVersion() = %d, %v; want %d", v, err, store.LatestSchemaVersion())
 	}
 	if _, err := s.GetTenant(ctx, "acme"); err != nil {
 		t.Fatalf("after re-open GetTenant: %v", err)
@@ -159,7 +159,7 @@ func TestOpenMigrates(t *testing.T) {
 		}
 		tables = append(tables, n)
 	}
-	if want := []string{"audit", "leases", "node_macs", "nodes", "tenants"}; !reflect.DeepEqual(tables, want) {
+	if want := []string{"allocations", "audit", "handover_journal", "handovers", "leases", "node_holders", "node_macs", "nodes", "tenants"}; !reflect.DeepEqual(tables, want) {
 		t.Errorf("tables = %v, want %v", tables, want)
 	}
 }
@@ -169,13 +169,14 @@ func TestOpenRefuses(t *testing.T) {
 		path    func(t *testing.T) string
 		wantErr string
 	}{
-		"empty path":          {func(*testing.T) string { return "" }, `invalid database path ""`},
-		"query in path":       {func(t *testing.T) string { return t.TempDir() + "/x.db?mode=ro" }, "invalid database path"},
-		"fragment in path":    {func(t *testing.T) string { return t.TempDir() + "/x#y.db" }, "invalid database path"},
-		"missing directory":   {func(t *testing.T) string { return t.TempDir() + "/nope/x.db" }, "open store"},
-		"a directory":         {func(t *testing.T) string { return t.TempDir() }, "open store"},
-		"not a database":      {notADatabase, "open store"},
-		"newer schema":        {withUserVersion(2, true), "database schema version 2 is newer than this binary's 1: upgrade malleable"},
+		"empty path":        {func(*testing.T) string { return "" }, `invalid database path ""`},
+		"query in path":     {func(t *testing.T) string { return t.TempDir() + "/x.db?mode=ro" }, "invalid database path"},
+		"fragment in path":  {func(t *testing.T) string { return t.TempDir() + "/x#y.db" }, "invalid database path"},
+		"missing directory": {func(t *testing.T) string { return t.TempDir() + "/nope/x.db" }, "open store"},
+		"a directory":       {func(t *testing.T) string { return t.TempDir() }, "open store"},
+		"not a database":    {notADatabase, "open store"},
+		"newer schema": {withUserVersion(store.LatestSchemaVersion()+1, true),
+			fmt.Sprintf("database schema version %d is newer than this binary's %d: upgrade malleable", store.LatestSchemaVersion()+1, store.LatestSchemaVersion())},
 		"much newer, no data": {withUserVersion(99, false), "database schema version 99 is newer"},
 	}
 	for name, tc := range tests {
