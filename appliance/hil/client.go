@@ -1,0 +1,660 @@
+package hil
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Endpoint is HIL's base URL, http(s)://host:port with an optional path
+	// prefix, without the /v0 API prefix (the client adds it).
+	Endpoint string
+	// Username and Password are sent as HTTP Basic credentials (HIL's
+	// database auth backend). Leave both empty for HIL's null auth backend.
+	// The account should be a HIL administrator: Connect creates projects
+	// and the hand-over moves nodes between projects.
+	Username, Password string
+	// HTTPClient carries the requests; nil means a new http.Client. It is
+	// copied, not modified: the copy gets this package's redirect policy.
+	HTTPClient *http.Client
+	// Timeout bounds each HTTP call, a power call's 307 hop to OBMd
+	// included; zero means 10s. Callers bound a whole method with ctx.
+	Timeout time.Duration
+	// Logger receives one debug line per call and warnings; nil discards.
+	Logger *slog.Logger
+}
+
+// Client speaks to a real HIL server over its REST API (/v0). Power and
+// boot-device calls are answered by HIL with 307 redirects to OBMd, which
+// the client follows with the request body and without HIL's credentials.
+// A Client is safe for concurrent use.
+type Client struct {
+	base           string // scheme://host[:port][/prefix], no trailing slash
+	origin         string // scheme://host[:port] of base
+	user, password string
+	hc             *http.Client
+	timeout        time.Duration
+	log            *slog.Logger
+
+	// Networking-action polling: first and longest delay between polls,
+	// and how long one action may stay PENDING before HIL's network daemon
+	// is presumed stuck. Fields, not constants, so tests can shorten them.
+	pollMin, pollMax, actionWait time.Duration
+}
+
+const (
+	defaultTimeout = 10 * time.Second
+	maxRedirects   = 3       // HIL → OBMd is one hop; allow a proxy's
+	maxBody        = 1 << 20 // HIL and OBMd answers are small JSON
+)
+
+// NewClient validates c and returns a Client; it makes no request.
+func NewClient(c ClientConfig) (*Client, error) {
+	u, err := url.Parse(c.Endpoint)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		err = ue.Err // *url.Error quotes the endpoint, password included
+	}
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("hil client: %w: endpoint: %w", ErrBadArgument, err)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+		return nil, fmt.Errorf("hil client: %w: endpoint %q is not an http(s)://host URL", ErrBadArgument, u.Redacted())
+	case u.User != nil:
+		return nil, fmt.Errorf("hil client: %w: endpoint must not carry credentials; use Username and Password", ErrBadArgument)
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("hil client: %w: endpoint %q must not have a query or fragment", ErrBadArgument, u.Redacted())
+	case strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v0"):
+		return nil, fmt.Errorf("hil client: %w: endpoint %q must not include /v0 (the client adds it)", ErrBadArgument, u.Redacted())
+	case c.Password != "" && c.Username == "":
+		return nil, fmt.Errorf("hil client: %w: password without username", ErrBadArgument)
+	case c.Timeout < 0:
+		return nil, fmt.Errorf("hil client: %w: negative timeout %s", ErrBadArgument, c.Timeout)
+	}
+	cl := &Client{
+		origin:     u.Scheme + "://" + u.Host,
+		user:       c.Username,
+		password:   c.Password,
+		timeout:    c.Timeout,
+		log:        c.Logger,
+		pollMin:    250 * time.Millisecond,
+		pollMax:    2 * time.Second,
+		actionWait: 2 * time.Minute,
+	}
+	cl.base = cl.origin + strings.TrimRight(u.EscapedPath(), "/")
+	if cl.timeout == 0 {
+		cl.timeout = defaultTimeout
+	}
+	if cl.log == nil {
+		cl.log = slog.New(slog.DiscardHandler)
+	}
+	hc := &http.Client{}
+	if c.HTTPClient != nil {
+		copied := *c.HTTPClient
+		hc = &copied
+	}
+	hc.CheckRedirect = cl.checkRedirect
+	cl.hc = hc
+	return cl, nil
+}
+
+// checkRedirect follows only 307/308 (HIL's hand-off to OBMd, which keeps
+// method and body) and removes HIL's Basic credentials from any hop to
+// another origin. net/http alone is not enough: it compares host names
+// without ports, so it would hand them to an OBMd on HIL's host.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects {
+		return fmt.Errorf("%w: more than %d redirects", ErrBackend, maxRedirects)
+	}
+	if s := req.Response.StatusCode; s != http.StatusTemporaryRedirect && s != http.StatusPermanentRedirect {
+		return http.ErrUseLastResponse // reported as an unexpected status
+	}
+	if req.URL.Scheme+"://"+req.URL.Host != c.origin {
+		req.Header.Del("Authorization")
+	}
+	return nil
+}
+
+// apiError is a non-2xx answer from HIL, or from OBMd behind a redirect.
+// It unwraps to one of the package's sentinels.
+type apiError struct {
+	method, path string // the HIL call; path is escaped and never has a query
+	obmdPath     string // set when OBMd answered (its token is left out)
+	status       int
+	typ, msg     string // HIL's error class and message, when it sent JSON
+	kind         error
+}
+
+func (e *apiError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: ", e.method, e.path)
+	if e.obmdPath != "" {
+		fmt.Fprintf(&b, "OBMd %s: ", e.obmdPath)
+	}
+	fmt.Fprintf(&b, "%d", e.status)
+	switch {
+	case e.typ != "":
+		fmt.Fprintf(&b, " %s %q", e.typ, e.msg)
+	case e.msg != "":
+		fmt.Fprintf(&b, " %q", e.msg)
+	default:
+		fmt.Fprintf(&b, " %s", http.StatusText(e.status))
+	}
+	fmt.Fprintf(&b, ": %v", e.kind)
+	return b.String()
+}
+
+func (e *apiError) Unwrap() error { return e.kind }
+
+// asAPIError reports the HIL or OBMd answer behind err, if there is one.
+func asAPIError(err error) (*apiError, bool) {
+	var e *apiError
+	ok := errors.As(err, &e)
+	return e, ok
+}
+
+// newAPIError parses an error answer. HIL sends {"type", "msg"}; OBMd sends
+// bare statuses; proxies and crashing HIL send HTML. Whatever the body,
+// the status decides the sentinel.
+func (c *Client) newAPIError(method, path string, resp *http.Response, body []byte) *apiError {
+	e := &apiError{method: method, path: path, status: resp.StatusCode}
+	var hilErr struct {
+		Type string `json:"type"`
+		Msg  string `json:"msg"`
+	}
+	if json.Unmarshal(body, &hilErr) == nil && hilErr.Type != "" {
+		e.typ, e.msg = hilErr.Type, truncate(hilErr.Msg)
+	} else if t := strings.TrimSpace(string(body)); t != "" && !strings.HasPrefix(t, "<") && utf8.ValidString(t) {
+		e.msg = truncate(t)
+	}
+	if resp.Request.Response != nil { // reached after a redirect: OBMd
+		e.obmdPath = resp.Request.URL.EscapedPath()
+		e.kind = obmdKind(resp.StatusCode)
+		return e
+	}
+	e.kind = c.hilKind(e.status, e.typ, e.msg)
+	return e
+}
+
+func truncate(s string) string {
+	const n = 300
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// hilKind maps a HIL error answer to a sentinel.
+func (c *Client) hilKind(status int, typ, msg string) error {
+	switch status {
+	case http.StatusBadRequest:
+		return ErrBadArgument
+	case http.StatusUnauthorized, http.StatusForbidden: // HIL never sends 403; a proxy might
+		return ErrUnauthorized
+	case http.StatusNotFound:
+		// HIL's database auth looks the user up with get-or-404, so an
+		// unknown user is a 404 that says nothing about nodes.
+		if typ == "NotFoundError" && c.user != "" && msg == "User "+c.user+" does not exist." {
+			return ErrUnauthorized
+		}
+		return ErrNotFound
+	case http.StatusConflict:
+		if typ == "ProjectMismatchError" || (typ == "BlockedError" && strings.Contains(msg, "already owned")) {
+			return ErrOwned
+		}
+		return ErrBlocked
+	}
+	return ErrBackend
+}
+
+// obmdKind maps an OBMd status: 401 is a dead or missing token, 400 a bad
+// body or boot device, 404 a node HIL knows and OBMd does not (a
+// misconfiguration, not a missing node).
+func obmdKind(status int) error {
+	switch status {
+	case http.StatusBadRequest:
+		return ErrBadArgument
+	case http.StatusUnauthorized:
+		return ErrUnauthorized
+	}
+	return ErrBackend
+}
+
+// get sends a GET, which never carries a body (HIL answers 400 to one).
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// do makes one HIL call under the per-call timeout, following HIL's 307 to
+// OBMd, and decodes a successful JSON answer into out when out is non-nil.
+func (c *Client) do(parent context.Context, method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(parent, c.timeout)
+	defer cancel()
+	path = "/v0" + path
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("%s %s: encode body: %w", method, path, err)
+		}
+		// A *bytes.Reader makes http.NewRequest set GetBody, which is what
+		// lets net/http resend the body on HIL's 307 to OBMd.
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %w", method, path, ErrBadArgument, err)
+	}
+	if in != nil {
+		// HIL ignores form-encoded bodies; only this makes it read JSON.
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.user != "" {
+		req.SetBasicAuth(c.user, c.password)
+	}
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return transportError(parent, method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	c.log.DebugContext(parent, "hil call", "method", method, "path", path, "status", resp.StatusCode,
+		"via_obmd", resp.Request.Response != nil, "duration", time.Since(start))
+	if err != nil {
+		return transportError(parent, method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return c.newAPIError(method, path, resp, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: %w: decode %d answer: %w", method, path, ErrBackend, resp.StatusCode, err)
+		}
+	}
+	return nil
+}
+
+// transportError reports a failed exchange without the *url.Error around
+// it: that one quotes the last URL, which after a redirect holds the
+// node's OBMd token. The caller's own cancellation is not a backend
+// failure; the per-call timeout and network errors are.
+func transportError(parent context.Context, method, path string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if parent.Err() != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return fmt.Errorf("%s %s: %w: %w", method, path, ErrBackend, err)
+}
+
+// checkName rejects labels that cannot be one path segment of a HIL URL.
+// HIL's router splits the decoded path on "/", so a label with a slash
+// would address another resource; dot segments would be cleaned away.
+// Everything else is escaped with url.PathEscape.
+func checkName(kind, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty %s name", ErrBadArgument, kind)
+	case name == "." || name == "..":
+		return fmt.Errorf("%w: %s name %q is a dot segment", ErrBadArgument, kind, name)
+	case strings.Contains(name, "/"):
+		return fmt.Errorf("%w: %s name %q contains a slash", ErrBadArgument, kind, name)
+	case !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return fmt.Errorf("%w: %s name %q contains control characters or invalid UTF-8", ErrBadArgument, kind, name)
+	}
+	return nil
+}
+
+func nodePath(node string) string       { return "/node/" + url.PathEscape(node) }
+func projectPath(project string) string { return "/project/" + url.PathEscape(project) }
+
+func checkNames(node, project string) error {
+	if err := checkName("node", node); err != nil {
+		return err
+	}
+	return checkName("project", project)
+}
+
+// Request bodies. Path parameters never repeat in a body: HIL answers 400.
+type (
+	nodeArg struct {
+		Node string `json:"node"`
+	}
+	obmArg struct {
+		Enabled bool `json:"enabled"`
+	}
+	networkArg struct {
+		Network string `json:"network"`
+	}
+	cycleArg struct {
+		Force bool `json:"force"`
+	}
+	bootdevArg struct {
+		Bootdev string `json:"bootdev"`
+	}
+)
+
+// hilNode is the part of show_node's answer the client reads.
+type hilNode struct {
+	Project *string `json:"project"` // null when free
+	NICs    []struct {
+		Label    string            `json:"label"`
+		Networks map[string]string `json:"networks"` // channel → network
+	} `json:"nics"`
+}
+
+func (c *Client) showNode(ctx context.Context, node string) (hilNode, error) {
+	var n hilNode
+	err := c.get(ctx, nodePath(node), &n)
+	return n, err
+}
+
+// NodeProject returns the HIL project node is in, or "" when it is free.
+func (c *Client) NodeProject(ctx context.Context, node string) (string, error) {
+	if err := checkName("node", node); err != nil {
+		return "", fmt.Errorf("show node: %w", err)
+	}
+	n, err := c.showNode(ctx, node)
+	if err != nil {
+		return "", fmt.Errorf("show node %s: %w", node, err)
+	}
+	if n.Project == nil {
+		return "", nil
+	}
+	return *n.Project, nil
+}
+
+// Connect puts node in project and enables its OBM so the project can
+// drive its power. It creates the project when missing. A node already in
+// project is success; a node in another project is ErrOwned. Enabling the
+// OBM again issues a fresh OBMd token, which is harmless: the client asks
+// HIL for a redirect on every power call and never keeps a token.
+func (c *Client) Connect(ctx context.Context, node, project string) error {
+	if err := checkNames(node, project); err != nil {
+		return fmt.Errorf("connect node: %w", err)
+	}
+	if err := c.connect(ctx, node, project); err != nil {
+		return fmt.Errorf("connect node %s to project %s: %w", node, project, err)
+	}
+	return nil
+}
+
+func (c *Client) connect(ctx context.Context, node, project string) error {
+	if err := c.ensureProject(ctx, project); err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		err := c.do(ctx, http.MethodPost, projectPath(project)+"/connect_node", nodeArg{node}, nil)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrOwned) {
+			return err
+		}
+		// "Node is already owned by a project.": by which one?
+		owner, gerr := c.NodeProject(ctx, node)
+		if errors.Is(gerr, ErrUnauthorized) {
+			// We may use project but may not see the node: another
+			// project has it.
+			return err
+		}
+		if gerr != nil {
+			return gerr
+		}
+		if owner == project {
+			break
+		}
+		if owner == "" && attempt == 0 {
+			continue // released meanwhile
+		}
+		return fmt.Errorf("%w (HIL shows project %q)", err, owner)
+	}
+	return c.do(ctx, http.MethodPut, nodePath(node)+"/obm", obmArg{Enabled: true}, nil)
+}
+
+// ensureProject creates project; one that exists is fine. Creating is
+// admin-only in HIL: a project member's 401 means the project must already
+// exist, which connect_node then settles.
+func (c *Client) ensureProject(ctx context.Context, project string) error {
+	err := c.do(ctx, http.MethodPut, projectPath(project), nil, nil)
+	if e, ok := asAPIError(err); ok {
+		switch {
+		case e.status == http.StatusConflict && (e.typ == "DuplicateError" || e.typ == ""):
+			return nil
+		case errors.Is(err, ErrUnauthorized):
+			c.log.DebugContext(ctx, "hil: cannot create project, assuming it exists", "project", project, "err", err)
+			return nil
+		}
+	}
+	return err
+}
+
+// Detach takes node out of project in HIL's hand-over order: detach every
+// network (waiting for each networking action), disable the OBM, which
+// revokes the OBMd token project used, then detach the node. A free node is
+// success; a node in another project is ErrOwned. Power the node off first:
+// once its OBM is disabled nobody can.
+func (c *Client) Detach(ctx context.Context, node, project string) error {
+	if err := checkNames(node, project); err != nil {
+		return fmt.Errorf("detach node: %w", err)
+	}
+	if err := c.detach(ctx, node, project); err != nil {
+		return fmt.Errorf("detach node %s from project %s: %w", node, project, err)
+	}
+	return nil
+}
+
+func (c *Client) detach(ctx context.Context, node, project string) error {
+	n, err := c.showNode(ctx, node)
+	if err != nil {
+		return err
+	}
+	switch {
+	case n.Project == nil:
+		return nil
+	case *n.Project != project:
+		return fmt.Errorf("%w: HIL shows project %q", ErrOwned, *n.Project)
+	}
+	// One NIC takes one networking action at a time: detach in turn.
+	for _, nic := range n.NICs {
+		for _, network := range slices.Compact(slices.Sorted(maps.Values(nic.Networks))) {
+			if err := c.detachNetwork(ctx, node, nic.Label, network); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.do(ctx, http.MethodPut, nodePath(node)+"/obm", obmArg{Enabled: false}, nil); err != nil {
+		return err
+	}
+	err = c.do(ctx, http.MethodPost, projectPath(project)+"/detach_node", nodeArg{node}, nil)
+	if e, ok := asAPIError(err); ok && e.status == http.StatusNotFound && e.msg == "Node not in project" {
+		return nil // detached by someone else since show_node
+	}
+	return err
+}
+
+// detachNetwork queues HIL's detach_network and waits for the action.
+func (c *Client) detachNetwork(ctx context.Context, node, nic, network string) error {
+	if err := checkName("nic", nic); err != nil {
+		return fmt.Errorf("detach nic: %w", err)
+	}
+	var queued struct {
+		StatusID string `json:"status_id"`
+	}
+	path := nodePath(node) + "/nic/" + url.PathEscape(nic) + "/detach_network"
+	err := c.do(ctx, http.MethodPost, path, networkArg{network}, &queued)
+	if e, ok := asAPIError(err); ok && e.status == http.StatusBadRequest && strings.Contains(e.msg, "not attached") {
+		return nil // detached meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("detach network %s from nic %s: %w", network, nic, err)
+	}
+	if queued.StatusID == "" {
+		return fmt.Errorf("detach network %s from nic %s: %w: no status_id in HIL's answer", network, nic, ErrBackend)
+	}
+	if err := c.waitAction(ctx, queued.StatusID); err != nil {
+		return fmt.Errorf("detach network %s from nic %s: %w", network, nic, err)
+	}
+	return nil
+}
+
+// waitAction polls a networking action until DONE, with a growing delay,
+// for at most c.actionWait: an action that stays PENDING longer means HIL's
+// network daemon (hil-admin serve-networks) is not running.
+func (c *Client) waitAction(parent context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(parent, c.actionWait)
+	defer cancel()
+	delay := c.pollMin
+	for {
+		var action struct {
+			Status string `json:"status"`
+		}
+		err := c.get(ctx, "/networking_action/"+url.PathEscape(id), &action)
+		switch {
+		case err != nil && parent.Err() == nil && ctx.Err() != nil:
+			return fmt.Errorf("networking action %s: %w: still PENDING after %s; is HIL's network daemon running?", id, ErrBackend, c.actionWait)
+		case err != nil:
+			return fmt.Errorf("networking action %s: %w", id, err)
+		case action.Status == "DONE":
+			return nil
+		case action.Status != "PENDING":
+			return fmt.Errorf("networking action %s: %w: status %q", id, ErrBackend, action.Status)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if parent.Err() != nil {
+				return fmt.Errorf("networking action %s: %w", id, parent.Err())
+			}
+			return fmt.Errorf("networking action %s: %w: still PENDING after %s; is HIL's network daemon running?", id, ErrBackend, c.actionWait)
+		case <-t.C:
+		}
+		delay = min(2*delay, c.pollMax)
+	}
+}
+
+// PowerStatus reports whether node is on, through HIL's redirect to OBMd.
+// A node whose OBM is disabled (a free node) is ErrBlocked.
+func (c *Client) PowerStatus(ctx context.Context, node string) (bool, error) {
+	if err := checkName("node", node); err != nil {
+		return false, fmt.Errorf("power status: %w", err)
+	}
+	var st struct {
+		PowerStatus string `json:"power_status"`
+	}
+	if err := c.obm(ctx, node, http.MethodGet, "power_status", nil, &st); err != nil {
+		return false, fmt.Errorf("power status of node %s: %w", node, err)
+	}
+	on, err := parsePowerStatus(st.PowerStatus)
+	if err != nil {
+		return false, fmt.Errorf("power status of node %s: %w", node, err)
+	}
+	return on, nil
+}
+
+// parsePowerStatus reads OBMd's power_status: "on"/"off" from its IPMI and
+// dummy drivers, "Chassis Power is on"-style text from others.
+func parsePowerStatus(s string) (bool, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	switch {
+	case t == "on" || strings.HasSuffix(t, " on"):
+		return true, nil
+	case t == "off" || strings.HasSuffix(t, " off"):
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: unrecognised power status %q", ErrBackend, s)
+}
+
+// Power sends a chassis power command through HIL and OBMd. Cycle and
+// reset are power_cycle with force false and true; soft is ErrBadArgument,
+// as HIL has no ACPI shutdown (power_off is a hard off).
+func (c *Client) Power(ctx context.Context, node string, a PowerAction) error {
+	if err := checkName("node", node); err != nil {
+		return fmt.Errorf("power %s: %w", a, err)
+	}
+	var op string
+	var body any
+	switch a {
+	case PowerOn:
+		op = "power_on"
+	case PowerOff:
+		op = "power_off"
+	case PowerCycle:
+		op, body = "power_cycle", cycleArg{Force: false} // OBMd answers 400 to no body
+	case PowerReset:
+		op, body = "power_cycle", cycleArg{Force: true}
+	case PowerSoft:
+		return fmt.Errorf("power %s node %s: %w: soft power-off is not supported by HIL", a, node, ErrBadArgument)
+	default:
+		_, err := ParsePowerAction(string(a))
+		return fmt.Errorf("power node %s: %w", node, err)
+	}
+	if err := c.obm(ctx, node, http.MethodPost, op, body, nil); err != nil {
+		return fmt.Errorf("power %s node %s: %w", a, node, err)
+	}
+	return nil
+}
+
+// SetBootDevice sets node's boot device through HIL and OBMd. HIL knows pxe,
+// disk and none, so bios and cdrom are ErrBadArgument. HIL has no
+// persistence flag: persistent is ignored (OBMd's IPMI driver always sets
+// the device persistently).
+func (c *Client) SetBootDevice(ctx context.Context, node string, d BootDevice, persistent bool) error {
+	if err := checkName("node", node); err != nil {
+		return fmt.Errorf("set boot device: %w", err)
+	}
+	switch d {
+	case BootPXE, BootDisk:
+	case BootBIOS, BootCDROM:
+		return fmt.Errorf("set boot device of node %s: %w: %s is not supported by HIL (pxe, disk or none)", node, ErrBadArgument, d)
+	default:
+		_, err := ParseBootDevice(string(d))
+		return fmt.Errorf("set boot device of node %s: %w", node, err)
+	}
+	if err := c.obm(ctx, node, http.MethodPut, "boot_device", bootdevArg{Bootdev: string(d)}, nil); err != nil {
+		return fmt.Errorf("set boot device of node %s to %s: %w", node, d, err)
+	}
+	return nil
+}
+
+// obm makes a call HIL answers with a 307 to OBMd. HIL forgets to keep
+// OBMd tokens across its own restarts, after which OBMd answers 401 while
+// HIL still thinks the OBM is enabled; the remedy is to enable the OBM
+// again (a fresh token), once.
+func (c *Client) obm(ctx context.Context, node, method, op string, in, out any) error {
+	path := nodePath(node) + "/" + op
+	call := func() error {
+		if method == http.MethodGet {
+			return c.get(ctx, path, out)
+		}
+		return c.do(ctx, method, path, in, out)
+	}
+	err := call()
+	e, ok := asAPIError(err)
+	if !ok || e.obmdPath == "" || e.status != http.StatusUnauthorized {
+		return err
+	}
+	c.log.WarnContext(ctx, "hil: OBMd refused HIL's token; enabling the OBM again", "node", node, "op", op)
+	if rerr := c.do(ctx, http.MethodPut, nodePath(node)+"/obm", obmArg{Enabled: true}, nil); rerr != nil {
+		return fmt.Errorf("%w (re-enabling the OBM failed: %w)", err, rerr)
+	}
+	return call()
+}

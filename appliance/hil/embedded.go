@@ -1,0 +1,102 @@
+package hil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Membership keeps which project each node is in: the embedded
+// allocator's state, in the appliance's database.
+type Membership interface {
+	AllocateNode(ctx context.Context, node, project string) error
+	ReleaseNode(ctx context.Context, node, project string) error
+	NodeProject(ctx context.Context, node string) (string, error)
+	NodeProjects(ctx context.Context) (map[string]string, error)
+}
+
+// NodePower drives a node's BMC by node name, with the real credentials;
+// it returns an error matching ErrNoPowerControl for a node without a BMC.
+// The appliance implements it over its node records, its secret store and
+// IPMI.
+type NodePower interface {
+	PowerStatus(ctx context.Context, node string) (bool, error)
+	Power(ctx context.Context, node string, action string) error
+	SetBootDevice(ctx context.Context, node string, device string, persistent bool) error
+}
+
+// Embedded is the allocator that needs no HIL: project membership lives in
+// the appliance's database, power goes straight to each node's BMC over
+// IPMI. Membership errors are mapped to this package's sentinels by the
+// caller-supplied MapError, so Embedded needs no knowledge of the store.
+type Embedded struct {
+	Members Membership
+	BMC     NodePower
+	// IsOwned and IsNotFound classify Membership errors.
+	IsOwned, IsNotFound func(error) bool
+}
+
+func (e *Embedded) classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case e.IsOwned != nil && e.IsOwned(err):
+		return fmt.Errorf("%w: %w", ErrOwned, err)
+	case e.IsNotFound != nil && e.IsNotFound(err):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return fmt.Errorf("%w: %w", ErrBackend, err)
+}
+
+// Connect puts node in project; already there is success.
+func (e *Embedded) Connect(ctx context.Context, node, project string) error {
+	return e.classify(e.Members.AllocateNode(ctx, node, project))
+}
+
+// Detach takes node out of project; already free is success.
+func (e *Embedded) Detach(ctx context.Context, node, project string) error {
+	return e.classify(e.Members.ReleaseNode(ctx, node, project))
+}
+
+// NodeProject returns node's project, or "" when it is free.
+func (e *Embedded) NodeProject(ctx context.Context, node string) (string, error) {
+	p, err := e.Members.NodeProject(ctx, node)
+	return p, e.classify(err)
+}
+
+// NodeProjects returns every allocated node's project.
+func (e *Embedded) NodeProjects(ctx context.Context) (map[string]string, error) {
+	m, err := e.Members.NodeProjects(ctx)
+	return m, e.classify(err)
+}
+
+// bmcErr classifies a power error: no power control stays itself, the rest
+// are backend failures.
+func bmcErr(err error) error {
+	if err == nil || errors.Is(err, ErrNoPowerControl) || errors.Is(err, ErrBadArgument) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrBackend, err)
+}
+
+// PowerStatus reads node's power from its BMC.
+func (e *Embedded) PowerStatus(ctx context.Context, node string) (bool, error) {
+	on, err := e.BMC.PowerStatus(ctx, node)
+	return on, bmcErr(err)
+}
+
+// Power sends a chassis power command to node's BMC.
+func (e *Embedded) Power(ctx context.Context, node string, a PowerAction) error {
+	if _, err := ParsePowerAction(string(a)); err != nil {
+		return err
+	}
+	return bmcErr(e.BMC.Power(ctx, node, string(a)))
+}
+
+// SetBootDevice sets node's next boot device at its BMC.
+func (e *Embedded) SetBootDevice(ctx context.Context, node string, d BootDevice, persistent bool) error {
+	if _, err := ParseBootDevice(string(d)); err != nil {
+		return err
+	}
+	return bmcErr(e.BMC.SetBootDevice(ctx, node, string(d), persistent))
+}
