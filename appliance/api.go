@@ -29,13 +29,17 @@ const maxBodyBytes = 1 << 20
 // API is the admin REST API: nodes, tenants, leases and the audit log under
 // /api/v1, plus /healthz and /metrics.
 type API struct {
-	store   *store.Store
-	limits  lease.Limits
-	token   string
-	log     *slog.Logger
-	now     func() time.Time
-	reg     *prometheus.Registry
-	metrics *httpMetrics
+	store      *store.Store
+	limits     lease.Limits
+	token      string
+	log        *slog.Logger
+	now        func() time.Time
+	reg        *prometheus.Registry
+	metrics    *httpMetrics
+	secrets    secretStore
+	alloc      Allocator
+	reconciler *Reconciler
+	broker     *Broker
 }
 
 // APIConfig is what NewAPI needs.
@@ -50,11 +54,21 @@ type APIConfig struct {
 	// Registry receives the API's metrics and is served on /metrics; a new
 	// one when nil.
 	Registry *prometheus.Registry
+	// Secrets keeps BMC passwords. Routes that need it answer 503 without.
+	Secrets secretStore
+	// Allocator drives power for admins' reads and the tenants' broker.
+	// The broker and power routes answer 503 without one.
+	Allocator Allocator
+	// Reconciler runs a pass on POST /api/v1/reconcile.
+	Reconciler *Reconciler
+	// StatusCacheTTL is how long the broker serves a node's power from cache.
+	StatusCacheTTL time.Duration
 }
 
 // NewAPI returns the admin API.
 func NewAPI(c APIConfig) *API {
-	a := &API{store: c.Store, limits: c.Limits, token: c.Token, log: c.Logger, now: c.Now, reg: c.Registry}
+	a := &API{store: c.Store, limits: c.Limits, token: c.Token, log: c.Logger, now: c.Now, reg: c.Registry,
+		secrets: c.Secrets, alloc: c.Allocator, reconciler: c.Reconciler}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -65,6 +79,9 @@ func NewAPI(c APIConfig) *API {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.metrics = newHTTPMetrics(a.reg)
+	if a.alloc != nil {
+		a.broker = &Broker{api: a, alloc: a.alloc, cache: newPowerCache(a.alloc, c.StatusCacheTTL, a.now)}
+	}
 	return a
 }
 
@@ -106,6 +123,8 @@ func (a *API) Router() *mux.Router {
 	v1.Handle("/leases/{id}/cancel", a.handle(a.cancelLease)).Methods(http.MethodPost)
 	v1.Handle("/leases/{id}/extend", a.handle(a.extendLease)).Methods(http.MethodPost)
 	v1.Handle("/audit", a.handle(a.listAudit)).Methods(http.MethodGet)
+	a.hardwareRoutes(v1)
+	(&Broker{api: a}).routes(r) // the broker's own handlers check it is configured
 	return r
 }
 
@@ -147,6 +166,19 @@ func (a *API) secure(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		if r.URL.Path == "/healthz" && r.Method == http.MethodGet {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, "/broker/") {
+			// Tenants' smart-proxies: the tenant comes from the token.
+			tenant, ok := a.tenantFromToken(r)
+			if !ok {
+				h.Set("WWW-Authenticate", `Bearer realm="malleable-broker"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or invalid tenant token"})
+				return
+			}
+			ctx := context.WithValue(r.Context(), tenantKey{}, tenant)
+			ctx = context.WithValue(ctx, actorKey{}, "tenant:"+tenant)
+			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

@@ -1,6 +1,8 @@
 package appliance
 
 import (
+	"context"
+	"errors"
 	"net/http"
 
 	"github.com/gorilla/mux"
@@ -18,6 +20,8 @@ type nodeRequest struct {
 		Host string `json:"host"`
 		Port int    `json:"port"`
 		User string `json:"user"`
+		// Password goes to the secret store, never to the node record.
+		Password string `json:"password"`
 	} `json:"bmc"`
 }
 
@@ -31,8 +35,22 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 		n.BMC = inventory.BMC{Host: req.BMC.Host, Port: req.BMC.Port, User: req.BMC.User}
 	}
 	err := n.Normalize()
+	password := ""
+	if req.BMC != nil && req.BMC.Password != "" {
+		password = req.BMC.Password
+		err = errors.Join(err, checkBMCPassword("bmc.password", password))
+		if a.secrets == nil {
+			err = errors.Join(err, unavailable("a secret store for bmc.password"))
+		}
+	}
 	if err == nil {
 		n, err = a.store.CreateNode(r.Context(), n, a.now())
+	}
+	if err == nil && password != "" {
+		if err = a.secrets.Put(r.Context(), bmcSecretPath(n.Name), []byte(password)); err != nil {
+			// Keep node and password together: no node without its secret.
+			_ = a.store.DeleteNode(context.WithoutCancel(r.Context()), n.Name, a.now())
+		}
 	}
 	a.audit(r, "node.create", "node/"+auditName(req.Name), "", err)
 	if err != nil {
@@ -70,6 +88,9 @@ func (a *API) deleteNode(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	err = a.store.DeleteNode(r.Context(), name, a.now())
+	if err == nil && a.secrets != nil {
+		err = a.secrets.Delete(r.Context(), bmcSecretPath(name))
+	}
 	a.audit(r, "node.delete", "node/"+name, "", err)
 	if err != nil {
 		return err

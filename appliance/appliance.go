@@ -22,13 +22,33 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/malleable-cloud/malleable/appliance/bmc"
+	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
+// RunOptions are the hooks a caller of Run may set.
+type RunOptions struct {
+	// Ready, if set, is called with the admin API's address once it
+	// accepts connections.
+	Ready func(addr string)
+	// Hook, if set, is called at every handover step boundary (see
+	// lease.Machine.Hook). Only fault-injection tests set it.
+	Hook func(point string)
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
 // Run starts the appliance and blocks until ctx is cancelled, then shuts down
-// gracefully within cfg.Appliance.ShutdownTimeout. ready, if not nil, is
-// called with the admin API's address once it accepts connections.
-func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
+// gracefully within cfg.Appliance.ShutdownTimeout: the admin API, the broker
+// and the cron-driven reconciler.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) error {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	if err := os.MkdirAll(cfg.Appliance.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -46,10 +66,33 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	defer st.Close()
 	v, _ := st.SchemaVersion(ctx)
 	log.Info("store open", "path", cfg.Store.Path, "schema_version", v)
+	sec, err := secrets.OpenFile(cfg.Secrets.File)
+	if err != nil {
+		return fmt.Errorf("open secret store: %w", err)
+	}
+	defer sec.Close()
 
+	alloc, err := newAllocator(cfg, st, sec, log)
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg})
+	rec := &Reconciler{
+		Store: st, Allocator: alloc, Log: log.With("component", "reconciler"), Now: now,
+		Concurrency: cfg.Reconcile.Concurrency, Metrics: NewReconcileMetrics(reg),
+		Machine: &lease.Machine{
+			Hardware:        hardware{alloc},
+			Journal:         store.Journal{Store: st, Now: now},
+			Project:         func(tenant string) string { return cfg.Allocator.ProjectPrefix + tenant },
+			MaxAttempts:     cfg.Reconcile.MaxAttempts,
+			PowerOffTimeout: cfg.Reconcile.PowerOffTimeout,
+			PollInterval:    250 * time.Millisecond,
+			Hook:            opts.Hook,
+		},
+	}
+	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg, Now: now,
+		Secrets: sec, Allocator: alloc, Reconciler: rec, StatusCacheTTL: cfg.Broker.StatusCacheTTL})
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {
@@ -65,11 +108,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("admin API listening", "addr", ln.Addr().String())
-	if ready != nil {
-		ready(ln.Addr().String())
-	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return runCron(gctx, cfg.Reconcile.Schedule, rec, log) })
+	// A first pass at start-up resumes handovers a crash interrupted.
+	g.Go(func() error {
+		if _, err := rec.Pass(gctx); err != nil && gctx.Err() == nil {
+			log.Warn("start-up reconcile pass failed", "err", err)
+		}
+		return nil
+	})
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr().String())
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve admin API: %w", err)
@@ -136,4 +187,30 @@ func ReadToken(path string) (string, error) {
 		return "", fmt.Errorf("admin token %s is shorter than 16 characters", path)
 	}
 	return t, nil
+}
+
+// newAllocator builds the allocator [allocator] type names.
+func newAllocator(cfg Config, st *store.Store, sec secretStore, log *slog.Logger) (Allocator, error) {
+	switch cfg.Allocator.Type {
+	case "hil":
+		password := ""
+		if cfg.HIL.PasswordFile != "" {
+			b, err := os.ReadFile(cfg.HIL.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("read hil.password_file: %w", err)
+			}
+			password = strings.TrimSpace(string(b))
+		}
+		c, err := hil.NewClient(hil.ClientConfig{Endpoint: cfg.HIL.Endpoint, Username: cfg.HIL.Username,
+			Password: password, Timeout: cfg.HIL.Timeout, Logger: log.With("component", "hil")})
+		if err != nil {
+			return nil, fmt.Errorf("hil allocator: %w", err)
+		}
+		log.Info("allocator: HIL", "endpoint", cfg.HIL.Endpoint)
+		return c, nil
+	default:
+		ipmi := bmc.New(bmc.Options{Timeout: cfg.BMC.Timeout, Retries: cfg.BMC.Retries, Logger: log.With("component", "bmc")})
+		log.Info("allocator: embedded (IPMI)")
+		return newEmbeddedAllocator(st, sec, ipmi), nil
+	}
 }

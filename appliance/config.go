@@ -8,11 +8,13 @@ import (
 	"net"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/ini.v1"
 
 	"github.com/malleable-cloud/malleable/appliance/inventory"
@@ -35,7 +37,66 @@ var ExampleINI []byte
 type Config struct {
 	Appliance ApplianceConfig `ini:"appliance"`
 	Store     StoreConfig     `ini:"store"`
+	Secrets   SecretsConfig   `ini:"secrets"`
 	Leases    LeasesConfig    `ini:"leases"`
+	Reconcile ReconcileConfig `ini:"reconcile"`
+	Allocator AllocatorConfig `ini:"allocator"`
+	HIL       HILConfig       `ini:"hil"`
+	BMC       BMCConfig       `ini:"bmc"`
+	Broker    BrokerConfig    `ini:"broker"`
+}
+
+// SecretsConfig is the [secrets] section: the embedded encrypted store
+// (Vault arrives with tenant onboarding).
+type SecretsConfig struct {
+	// File holds the encrypted secrets; its key is File + ".key".
+	// Defaults to <data_dir>/secrets.enc.
+	File string `ini:"file"`
+}
+
+// ReconcileConfig is the [reconcile] section: the cron-driven reconciler
+// that hands nodes over at lease boundaries.
+type ReconcileConfig struct {
+	// Schedule is a cron spec (UTC): five fields, or @every <duration>.
+	Schedule string `ini:"schedule"`
+	// Concurrency bounds the handovers run at once.
+	Concurrency int `ini:"concurrency"`
+	// MaxAttempts failures of one handover step mark it stuck.
+	MaxAttempts int `ini:"max_attempts"`
+	// PowerOffTimeout bounds waiting for a node to read off.
+	PowerOffTimeout time.Duration `ini:"power_off_timeout"`
+}
+
+// AllocatorConfig is the [allocator] section.
+type AllocatorConfig struct {
+	// Type is embedded (project membership here, power over IPMI) or hil.
+	Type string `ini:"type"`
+	// ProjectPrefix makes a tenant's allocator project: prefix + tenant.
+	ProjectPrefix string `ini:"project_prefix"`
+}
+
+// HILConfig is the [hil] section, used when [allocator] type = hil.
+type HILConfig struct {
+	Endpoint string `ini:"endpoint"`
+	Username string `ini:"username"`
+	// PasswordFile holds the HIL password: secrets never go in this file.
+	PasswordFile string        `ini:"password_file"`
+	Timeout      time.Duration `ini:"timeout"`
+}
+
+// BMCConfig is the [bmc] section: IPMI to nodes' BMCs.
+type BMCConfig struct {
+	// Timeout is the wait for one IPMI answer.
+	Timeout time.Duration `ini:"timeout"`
+	// Retries is how many more times an unanswered request is sent.
+	Retries int `ini:"retries"`
+}
+
+// BrokerConfig is the [broker] section: the API tenants' smart-proxies call.
+type BrokerConfig struct {
+	// StatusCacheTTL is how long a node's power state is served from cache;
+	// power commands refresh it.
+	StatusCacheTTL time.Duration `ini:"status_cache_ttl"`
 }
 
 // ApplianceConfig is the [appliance] section: the daemon itself.
@@ -91,6 +152,11 @@ func DefaultConfig(dataDir string) Config {
 			MinDuration: lim.MinDuration, MaxDuration: lim.MaxDuration,
 			DefaultDuration: lim.DefaultDuration, MaxAdvance: lim.MaxAdvance,
 		},
+		Reconcile: ReconcileConfig{Schedule: "@every 15s", Concurrency: 8, MaxAttempts: 5, PowerOffTimeout: time.Minute},
+		Allocator: AllocatorConfig{Type: "embedded", ProjectPrefix: "malleable-"},
+		HIL:       HILConfig{Timeout: 10 * time.Second},
+		BMC:       BMCConfig{Timeout: time.Second, Retries: 2},
+		Broker:    BrokerConfig{StatusCacheTTL: 5 * time.Second},
 	}
 }
 
@@ -210,6 +276,59 @@ func (c *Config) Validate() error {
 		c.Store.Path = absPath(c.Store.Path)
 	}
 
+	if c.Secrets.File == "" && a.DataDir != "" {
+		c.Secrets.File = filepath.Join(a.DataDir, "secrets.enc")
+	}
+	if err := checkPath(c.Secrets.File); err != nil || c.Secrets.File == "" {
+		bad("secrets.file", "%q is not a usable file path", c.Secrets.File)
+	} else {
+		c.Secrets.File = absPath(c.Secrets.File)
+	}
+
+	rc := c.Reconcile
+	if err := checkSchedule(rc.Schedule); err != nil {
+		bad("reconcile.schedule", "%v", err)
+	}
+	if rc.Concurrency < 1 || rc.Concurrency > 256 {
+		bad("reconcile.concurrency", "%d is not 1-256", rc.Concurrency)
+	}
+	if rc.MaxAttempts < 1 || rc.MaxAttempts > 1000 {
+		bad("reconcile.max_attempts", "%d is not 1-1000", rc.MaxAttempts)
+	}
+	if rc.PowerOffTimeout < time.Second || rc.PowerOffTimeout > 30*time.Minute {
+		bad("reconcile.power_off_timeout", "%s is not between 1s and 30m", rc.PowerOffTimeout)
+	}
+
+	switch c.Allocator.Type {
+	case "embedded":
+	case "hil":
+		if err := inventory.ValidateURL("hil.endpoint", c.HIL.Endpoint); err != nil || c.HIL.Endpoint == "" {
+			bad("hil.endpoint", "%q is not an http(s) URL without credentials (required when [allocator] type = hil)", c.HIL.Endpoint)
+		}
+		if c.HIL.Timeout <= 0 || c.HIL.Timeout > 5*time.Minute {
+			bad("hil.timeout", "%s is not between 0s and 5m", c.HIL.Timeout)
+		}
+		if c.HIL.PasswordFile != "" {
+			if err := checkPath(c.HIL.PasswordFile); err != nil {
+				bad("hil.password_file", "%v", err)
+			}
+		}
+	default:
+		bad("allocator.type", "%q is not embedded or hil", c.Allocator.Type)
+	}
+	if p := c.Allocator.ProjectPrefix; len(p) > 20 || (p != "" && !projectPrefixRE.MatchString(p)) {
+		bad("allocator.project_prefix", "%q must be up to 20 characters of a-z, 0-9 and '-'", p)
+	}
+	if c.BMC.Timeout < 100*time.Millisecond || c.BMC.Timeout > time.Minute {
+		bad("bmc.timeout", "%s is not between 100ms and 1m", c.BMC.Timeout)
+	}
+	if c.BMC.Retries < 0 || c.BMC.Retries > 10 {
+		bad("bmc.retries", "%d is not 0-10", c.BMC.Retries)
+	}
+	if c.Broker.StatusCacheTTL < 0 || c.Broker.StatusCacheTTL > 10*time.Minute {
+		bad("broker.status_cache_ttl", "%s is not between 0s and 10m", c.Broker.StatusCacheTTL)
+	}
+
 	l := c.Leases
 	if l.MinDuration < time.Second {
 		bad("leases.min_duration", "%s is shorter than 1s", l.MinDuration)
@@ -228,6 +347,29 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+var projectPrefixRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+// checkSchedule checks a cron spec the way the reconciler will parse it.
+// The cron parser panics on some malformed specs, so it runs under recover.
+func checkSchedule(spec string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%q is not a cron schedule", spec)
+		}
+	}()
+	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
+		return fmt.Errorf("%q: time zones are not allowed; the reconciler runs in UTC", spec)
+	}
+	if _, err := cronParser.Parse(spec); err != nil {
+		return fmt.Errorf("%q is not a cron schedule (five fields or @every 15s): %v", spec, err)
+	}
+	return nil
+}
+
+// cronParser accepts standard five-field specs and descriptors such as
+// @every 15s and @hourly.
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // ParseLogLevel parses debug, info, warn or error.
 func ParseLogLevel(s string) (slog.Level, error) {

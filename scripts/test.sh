@@ -11,6 +11,11 @@ source scripts/lib.sh
 
 ensure_go
 ensure_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Real components the tests drive: simulated BMCs (OpenIPMI's ipmi_sim, whose
+# machines are qemu processes) and ipmitool as an independent IPMI client.
+ensure_apt openipmi ipmitool qemu-system-x86 curl
+# Tests that need a real component fail instead of skipping when it is absent.
+export MALLEABLE_REQUIRE_REAL=1
 
 echo "==> gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

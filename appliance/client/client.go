@@ -113,6 +113,8 @@ type BMCSpec struct {
 	Host string `json:"host"`
 	Port int    `json:"port,omitempty"`
 	User string `json:"user,omitempty"`
+	// Password is stored in the appliance's secret store, never returned.
+	Password string `json:"password,omitempty"`
 }
 
 // CreateNode registers a node.
@@ -262,4 +264,82 @@ func (c *Client) Health(ctx context.Context) error {
 func IsStatus(err error, status int) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Status == status
+}
+
+// Power is a node's power state as the admin API reports it.
+type Power struct {
+	Node   string `json:"node"`
+	Power  string `json:"power"`
+	Holder string `json:"holder"`
+}
+
+// NodePower reads a node's real power state and its holder.
+func (c *Client) NodePower(ctx context.Context, node string) (Power, error) {
+	var out Power
+	return out, c.do(ctx, http.MethodGet, "/api/v1/nodes/"+url.PathEscape(node)+"/power", nil, &out)
+}
+
+// NodePowerAction drives the power of a node nobody holds.
+func (c *Client) NodePowerAction(ctx context.Context, node, action string) error {
+	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(node)+"/power", map[string]string{"action": action}, nil)
+}
+
+// SetBMCPassword stores a node's BMC password in the appliance's secret store.
+func (c *Client) SetBMCPassword(ctx context.Context, node, password string) error {
+	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(node)+"/bmc-password", map[string]string{"password": password}, nil)
+}
+
+// Handover is a handover with, when fetched alone, its journal.
+type Handover struct {
+	lease.Handover
+	Journal []store.JournalEntry `json:"journal,omitempty"`
+}
+
+// Handovers lists up to limit handovers (the server's default when 0),
+// newest first; node may be empty, open selects running and stuck ones.
+func (c *Client) Handovers(ctx context.Context, node string, open bool, limit int) ([]Handover, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if node != "" {
+		q.Set("node", node)
+	}
+	if open {
+		q.Set("open", "true")
+	}
+	var out []Handover
+	return out, c.do(ctx, http.MethodGet, "/api/v1/handovers?"+q.Encode(), nil, &out)
+}
+
+// Handover returns one handover with its journal.
+func (c *Client) Handover(ctx context.Context, id int64) (Handover, error) {
+	var out Handover
+	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/handovers/%d", id), nil, &out)
+}
+
+// RetryHandover resumes a stuck handover.
+func (c *Client) RetryHandover(ctx context.Context, id int64) (Handover, error) {
+	var out Handover
+	return out, c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/handovers/%d/retry", id), nil, &out)
+}
+
+// TenantToken issues a new broker token for a tenant.
+func (c *Client) TenantToken(ctx context.Context, tenant string) (string, error) {
+	var out struct {
+		Token string `json:"token"`
+	}
+	return out.Token, c.do(ctx, http.MethodPost, "/api/v1/tenants/"+url.PathEscape(tenant)+"/token", nil, &out)
+}
+
+// PassResult is what a reconcile pass did.
+type PassResult struct {
+	Nodes, Started, Resumed, Completed, Failed, Stuck, Drift int
+	Duration                                                 time.Duration
+}
+
+// Reconcile runs a reconcile pass now.
+func (c *Client) Reconcile(ctx context.Context) (PassResult, error) {
+	var out PassResult
+	return out, c.do(ctx, http.MethodPost, "/api/v1/reconcile", nil, &out)
 }

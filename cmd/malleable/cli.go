@@ -115,7 +115,7 @@ func runGroup(ctx context.Context, e env, group string, cmds map[string]*command
 	if err != nil {
 		return err
 	}
-	if len(pos) != cmd.nargs {
+	if cmd.nargs >= 0 && len(pos) != cmd.nargs {
 		return usagef("usage: malleable %s", cmd.usage)
 	}
 	cl, err := cn.client(e)
@@ -144,7 +144,7 @@ type printer struct {
 
 // print writes v as indented JSON, or calls table with a tab writer.
 func (p *printer) print(v any, table func(tw *tabwriter.Writer)) error {
-	if p.json {
+	if p.json || table == nil {
 		enc := json.NewEncoder(p.w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)

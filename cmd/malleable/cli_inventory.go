@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -33,21 +35,32 @@ func nodeTable(nodes ...inventory.Node) func(*tabwriter.Writer) {
 func cmdNode(ctx context.Context, e env, args []string) error {
 	var spec client.NodeSpec
 	var macs stringList
-	var bmc, bmcUser string
+	var bmc, bmcUser, passwordFile string
 	cmds := map[string]*command{
 		"add": {
-			usage: "node add NAME [--mac MAC]... [--bmc HOST[:PORT] --bmc-user USER] [--description TEXT]",
+			usage: "node add NAME [--mac MAC]... [--bmc HOST[:PORT] --bmc-user USER --bmc-password-file FILE] [--description TEXT]",
 			nargs: 1,
 			flags: func(fs *flag.FlagSet) {
 				fs.Var(&macs, "mac", "a MAC address of the node (repeatable)")
 				fs.StringVar(&bmc, "bmc", "", "BMC address, host[:port] (IPMI port 623 by default)")
 				fs.StringVar(&bmcUser, "bmc-user", "", "BMC user name")
+				fs.StringVar(&passwordFile, "bmc-password-file", "", "file holding the BMC password ('-' for standard input); kept in the secret store")
 				fs.StringVar(&spec.Description, "description", "", "free text")
 			},
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
 				spec.Name, spec.MACs = args[0], macs
 				if bmc != "" || bmcUser != "" {
 					spec.BMC = &client.BMCSpec{Host: bmc, User: bmcUser}
+				}
+				if passwordFile != "" {
+					if spec.BMC == nil {
+						return usagef("--bmc-password-file needs --bmc and --bmc-user")
+					}
+					pw, err := readSecret(e, passwordFile)
+					if err != nil {
+						return err
+					}
+					spec.BMC.Password = pw
 				}
 				n, err := c.CreateNode(ctx, spec)
 				if err != nil {
@@ -89,7 +102,50 @@ func cmdNode(ctx context.Context, e env, args []string) error {
 			},
 		},
 	}
-	return runGroup(ctx, e, "node", cmds, []string{"add", "list", "show", "rm"}, args)
+	cmds["power"] = &command{
+		usage: "node power NAME [status|on|off|cycle|reset|soft]",
+		run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+			if len(args) < 1 || len(args) > 2 {
+				return usagef("usage: malleable node power NAME [status|on|off|cycle|reset|soft]")
+			}
+			if len(args) == 2 && args[1] != "status" {
+				if err := c.NodePowerAction(ctx, args[0], args[1]); err != nil {
+					return err
+				}
+			}
+			p, err := c.NodePower(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return out.print(p, func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "NODE\tPOWER\tHOLDER")
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Node, p.Power, orDash(p.Holder))
+			})
+		},
+		nargs: -1,
+	}
+	cmds["set-bmc-password"] = &command{
+		usage: "node set-bmc-password NAME --password-file FILE",
+		nargs: 1,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&passwordFile, "password-file", "", "file holding the BMC password ('-' for standard input)")
+		},
+		run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+			if passwordFile == "" {
+				return usagef("node set-bmc-password: --password-file is required")
+			}
+			pw, err := readSecret(e, passwordFile)
+			if err != nil {
+				return err
+			}
+			if err := c.SetBMCPassword(ctx, args[0], pw); err != nil {
+				return err
+			}
+			fmt.Fprintf(out.w, "BMC password of %s stored\n", args[0])
+			return nil
+		},
+	}
+	return runGroup(ctx, e, "node", cmds, []string{"add", "list", "show", "rm", "power", "set-bmc-password"}, args)
 }
 
 func tenantTable(ts ...inventory.Tenant) func(*tabwriter.Writer) {
@@ -153,5 +209,37 @@ func cmdTenant(ctx context.Context, e env, args []string) error {
 			},
 		},
 	}
-	return runGroup(ctx, e, "tenant", cmds, []string{"add", "list", "show", "rm"}, args)
+	cmds["token"] = &command{
+		usage: "tenant token NAME",
+		nargs: 1,
+		run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+			tok, err := c.TenantToken(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if out.json {
+				return out.print(map[string]string{"tenant": args[0], "token": tok}, nil)
+			}
+			fmt.Fprintf(out.w, "%s\n", tok)
+			fmt.Fprintf(e.stderr, "broker token for %s: shown once, replaces any earlier one; give it to the tenant's smart-proxy\n", args[0])
+			return nil
+		},
+	}
+	return runGroup(ctx, e, "tenant", cmds, []string{"add", "list", "show", "rm", "token"}, args)
+}
+
+// readSecret reads a password from a file, or standard input for "-",
+// without its trailing newline.
+func readSecret(e env, path string) (string, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(io.LimitReader(e.stdin, 4096))
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }

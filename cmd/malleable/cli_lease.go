@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -115,10 +116,14 @@ func cmdLease(ctx context.Context, e env, args []string) error {
 			},
 		},
 		"cancel": {
-			usage: "lease cancel ID",
-			nargs: 1,
+			usage: "lease cancel (ID | --node NODE --tenant TENANT)",
+			nargs: -1,
+			flags: func(fs *flag.FlagSet) {
+				fs.StringVar(&q.Node, "node", "", "with --tenant: cancel that tenant's current or next lease of this node")
+				fs.StringVar(&q.Tenant, "tenant", "", "with --node: see --node")
+			},
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				id, err := leaseID(args[0])
+				id, err := pickLease(ctx, c, args, q.Node, q.Tenant, now)
 				if err != nil {
 					return err
 				}
@@ -156,7 +161,61 @@ func cmdLease(ctx context.Context, e env, args []string) error {
 			},
 		},
 	}
-	return runGroup(ctx, e, "lease", cmds, []string{"add", "list", "show", "cancel", "extend"}, args)
+	var handoverNode string
+	var openOnly bool
+	var handoverLimit int
+	cmds["handovers"] = &command{
+		usage: "lease handovers [--node NODE] [--open] [--limit N]",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&handoverNode, "node", "", "only this node's handovers")
+			fs.BoolVar(&openOnly, "open", false, "only running or stuck handovers")
+			fs.IntVar(&handoverLimit, "limit", 100, "at most this many, newest first")
+		},
+		run: func(ctx context.Context, c *client.Client, out *printer, _ []string) error {
+			hs, err := c.Handovers(ctx, handoverNode, openOnly, handoverLimit)
+			if err != nil {
+				return err
+			}
+			return out.print(hs, handoverTable(hs...))
+		},
+	}
+	cmds["handover"] = &command{
+		usage: "lease handover ID",
+		nargs: 1,
+		run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+			id, err := leaseID(args[0])
+			if err != nil {
+				return err
+			}
+			h, err := c.Handover(ctx, id)
+			if err != nil {
+				return err
+			}
+			return out.print(h, func(tw *tabwriter.Writer) {
+				handoverTable(h)(tw)
+				fmt.Fprintln(tw, "\nAT\tSTEP\tPHASE\tDETAIL")
+				for _, j := range h.Journal {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", fmtTime(j.At), j.Step, j.Phase, orDash(j.Detail))
+				}
+			})
+		},
+	}
+	cmds["retry"] = &command{
+		usage: "lease retry HANDOVER-ID",
+		nargs: 1,
+		run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
+			id, err := leaseID(args[0])
+			if err != nil {
+				return err
+			}
+			h, err := c.RetryHandover(ctx, id)
+			if err != nil {
+				return err
+			}
+			return out.print(h, handoverTable(h))
+		},
+	}
+	return runGroup(ctx, e, "lease", cmds, []string{"add", "list", "show", "cancel", "extend", "handovers", "handover", "retry"}, args)
 }
 
 func cmdAudit(ctx context.Context, e env, args []string) error {
@@ -180,4 +239,67 @@ func cmdAudit(ctx context.Context, e env, args []string) error {
 		},
 	}
 	return runGroup(ctx, e, "audit", cmds, []string{"list"}, args)
+}
+
+func handoverTable(hs ...client.Handover) func(*tabwriter.Writer) {
+	return func(tw *tabwriter.Writer) {
+		fmt.Fprintln(tw, "ID\tNODE\tFROM\tTO\tSTEP\tSTATUS\tATTEMPTS\tUPDATED\tLAST ERROR")
+		for _, h := range hs {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", h.ID, h.Node, orDash(h.From), orDash(h.To),
+				h.Step, h.Status, h.Attempts, fmtTime(h.UpdatedAt), orDash(h.LastError))
+		}
+	}
+}
+
+func cmdReconcile(ctx context.Context, e env, args []string) error {
+	cmds := map[string]*command{
+		"now": {
+			usage: "reconcile now",
+			run: func(ctx context.Context, c *client.Client, out *printer, _ []string) error {
+				res, err := c.Reconcile(ctx)
+				if err != nil {
+					return err
+				}
+				return out.print(res, func(tw *tabwriter.Writer) {
+					fmt.Fprintln(tw, "NODES\tSTARTED\tRESUMED\tCOMPLETED\tFAILED\tSTUCK\tDRIFT\tDURATION")
+					fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", res.Nodes, res.Started, res.Resumed, res.Completed,
+						res.Failed, res.Stuck, res.Drift, res.Duration)
+				})
+			},
+		},
+	}
+	return runGroup(ctx, e, "reconcile", cmds, []string{"now"}, args)
+}
+
+// pickLease returns the lease ID given as the only argument, or the one
+// live (active or scheduled) lease of node to tenant, whichever is asked.
+func pickLease(ctx context.Context, c *client.Client, args []string, node, tenant string, now time.Time) (int64, error) {
+	switch {
+	case len(args) == 1 && node == "" && tenant == "":
+		return leaseID(args[0])
+	case len(args) == 0 && node != "" && tenant != "":
+	default:
+		return 0, usagef("give a lease ID, or --node and --tenant")
+	}
+	ls, err := c.Leases(ctx, client.LeaseQuery{Node: node, Tenant: tenant, From: now})
+	if err != nil {
+		return 0, err
+	}
+	var live []client.Lease
+	for _, l := range ls {
+		if l.State == lease.Active || l.State == lease.Scheduled {
+			live = append(live, l)
+		}
+	}
+	switch len(live) {
+	case 0:
+		return 0, fmt.Errorf("%s has no active or scheduled lease of %s", tenant, node)
+	case 1:
+		return live[0].ID, nil
+	}
+	ids := make([]string, len(live))
+	for i, l := range live {
+		ids[i] = strconv.FormatInt(l.ID, 10)
+	}
+	return 0, fmt.Errorf("%s has %d live leases of %s (%s): give the ID", tenant, len(live), node, strings.Join(ids, ", "))
 }

@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,9 +50,15 @@ type daemon struct {
 // and waits until it announces its address.
 func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, dataDir, nil, extra...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables.
+func startDaemonEnv(t *testing.T, dataDir string, env []string, extra ...string) *daemon {
+	t.Helper()
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, extra...)
 	cmd := exec.Command(binary, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -343,4 +352,107 @@ func shellWords(s string) ([]string, error) {
 		words = append(words, cur.String())
 	}
 	return words, nil
+}
+
+// TestREADMEHardwareWalkthrough runs the README's hardware-lease walkthrough
+// verbatim through bash — simulated BMCs, the CLI and curl against the
+// broker — with only the addresses and the state directory swapped for the
+// test's own.
+func TestREADMEHardwareWalkthrough(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "ipmi_sim", "qemu-system-x86_64"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("MALLEABLE_REQUIRE_REAL") == "1" {
+				t.Fatalf("%s is not installed", tool)
+			}
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(readme), "<!-- hardware-walkthrough:begin -->")
+	block, _, ok := strings.Cut(block, "<!-- hardware-walkthrough:end -->")
+	if !ok {
+		t.Fatal("README.md has no hardware walkthrough markers")
+	}
+	block = strings.TrimPrefix(strings.TrimSpace(block), "```sh")
+	block = strings.TrimSuffix(strings.TrimSpace(block), "```")
+
+	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
+	token, err := os.ReadFile(filepath.Join(d.dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	os.Mkdir(filepath.Join(work, "bin"), 0o755)
+	if err := os.Symlink(binary, filepath.Join(work, "bin", "malleable")); err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := filepath.Abs("../..")
+	simDir := filepath.Join(work, "bmcsim")
+	port := freeUDPPortPair(t)
+	script := strings.NewReplacer(
+		"http://127.0.0.1:8780", "http://"+d.addr,
+		"scripts/bmc-sim.sh", filepath.Join(repo, "scripts", "bmc-sim.sh"),
+		"/tmp/malleable-bmcsim", simDir,
+		"127.0.0.1:9623", fmt.Sprintf("127.0.0.1:%d", port),
+		"127.0.0.1:9624", fmt.Sprintf("127.0.0.1:%d", port+1),
+	).Replace(block)
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "MALLEABLE_SERVER="+d.addr, "MALLEABLE_TOKEN="+strings.TrimSpace(string(token)),
+		"BMCSIM_DIR="+simDir, fmt.Sprintf("BMCSIM_PORT=%d", port))
+	t.Cleanup(func() {
+		stop := exec.Command(filepath.Join(repo, "scripts", "bmc-sim.sh"), "stop")
+		stop.Env = append(os.Environ(), "BMCSIM_DIR="+simDir)
+		stop.Run()
+	})
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walkthrough failed: %v\n%s\n--- appliance log ---\n%s", err, out, d.log)
+	}
+	text := string(out)
+	for _, want := range []string{
+		`"result": true`, // alpha powers on
+		"next lease to beta starts",
+		"node rack-1 is not leased to alpha now and has no lease of it ahead",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("walkthrough output lacks %q", want)
+		}
+	}
+	for _, re := range []string{`rack-1\s+alpha\s+beta\s+done\s+done`, `rack-1\s+on\s+beta`} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("walkthrough output does not match %s", re)
+		}
+	}
+	// alpha's read after the handover is "off" while beta's node is on.
+	_, after, _ := strings.Cut(text, "done")
+	if !strings.Contains(after, `"held": false`) || !strings.Contains(after, `"power": "off"`) {
+		t.Errorf("after the handover alpha does not read off")
+	}
+	if t.Failed() {
+		t.Logf("walkthrough output:\n%s", out)
+	}
+}
+
+// freeUDPPortPair finds p such that UDP ports p and p+1 on loopback are free.
+func freeUDPPortPair(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		a, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := a.LocalAddr().(*net.UDPAddr).Port
+		b, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		a.Close()
+		if err == nil {
+			b.Close()
+			return p
+		}
+	}
+	t.Fatal("no free pair of UDP ports")
+	return 0
 }

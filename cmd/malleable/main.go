@@ -32,6 +32,7 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 
 // env is the process's surroundings, passed down so commands stay testable.
 type env struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	uid            int
@@ -50,15 +51,16 @@ Daemon:
 Admin CLI (talks to a running appliance over its REST API):
   node             add, list, show, rm nodes
   tenant           add, list, show, rm tenants
-  lease            add, list, show, cancel, extend leases
+  lease            add, list, show, cancel, extend leases; handovers, retry
   audit            show the audit log
+  reconcile now    run a reconcile pass now
 
 Run 'malleable <command> --help' for a command's flags.
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	e := env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, uid: os.Getuid()}
+	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, uid: os.Getuid()}
 	code := run(ctx, e, os.Args[1:])
 	stop()
 	os.Exit(code)
@@ -107,6 +109,8 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return cmdLease(ctx, e, rest)
 	case "audit":
 		return cmdAudit(ctx, e, rest)
+	case "reconcile":
+		return cmdReconcile(ctx, e, rest)
 	}
 	fmt.Fprint(e.stderr, topUsage)
 	return usagef("unknown command %q", cmd)

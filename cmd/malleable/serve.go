@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/malleable-cloud/malleable/appliance"
 )
@@ -110,9 +111,21 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 	}
 	log := newLogger(e, cfg)
 	log.Info("starting malleable", "version", version, "config", displayPath(*configPath), "data_dir", cfg.Appliance.DataDir)
-	return appliance.Run(ctx, cfg, log, func(addr string) {
+	opts := appliance.RunOptions{Ready: func(addr string) {
 		fmt.Fprintf(e.stderr, "malleable: admin API on http://%s, token in %s\n", addr, cfg.Appliance.AdminTokenFile)
-	})
+	}}
+	if point := e.getenv("MALLEABLE_TEST_CRASH_AT"); point != "" {
+		// Fault injection for the crash-safety tests only: die without any
+		// cleanup at the named handover step boundary.
+		log.Warn("fault injection armed: the process will kill itself", "point", point)
+		opts.Hook = func(p string) {
+			if p == point {
+				fmt.Fprintf(e.stderr, "malleable: fault injection: SIGKILL at %s\n", p)
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+	return appliance.Run(ctx, cfg, log, opts)
 }
 
 func cmdVersion(e env, args []string) error {

@@ -1,0 +1,253 @@
+package appliance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/store"
+)
+
+// maxBMCPassword is IPMI 2.0's longest password.
+const maxBMCPassword = 20
+
+// hardwareRoutes adds the admin routes for power, BMC credentials,
+// handovers, tenant broker tokens and on-demand reconciling.
+func (a *API) hardwareRoutes(v1 prefixed) {
+	v1.Handle("/nodes/{name}/power", a.handle(a.nodePower)).Methods(http.MethodGet)
+	v1.Handle("/nodes/{name}/power", a.handle(a.nodePowerAction)).Methods(http.MethodPut)
+	v1.Handle("/nodes/{name}/bmc-password", a.handle(a.setBMCPassword)).Methods(http.MethodPut)
+	v1.Handle("/handovers", a.handle(a.listHandovers)).Methods(http.MethodGet)
+	v1.Handle("/handovers/{id}", a.handle(a.getHandover)).Methods(http.MethodGet)
+	v1.Handle("/handovers/{id}/retry", a.handle(a.retryHandover)).Methods(http.MethodPost)
+	v1.Handle("/tenants/{name}/token", a.handle(a.issueTenantToken)).Methods(http.MethodPost)
+	v1.Handle("/reconcile", a.handle(a.reconcileNow)).Methods(http.MethodPost)
+}
+
+func unavailable(what string) error {
+	return &httpError{status: http.StatusServiceUnavailable, msg: what + " is not configured"}
+}
+
+// nodePower answers a node's real power state and who holds it.
+func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
+	if a.alloc == nil {
+		return unavailable("an allocator")
+	}
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	if _, err := a.store.GetNode(r.Context(), name); err != nil {
+		return err
+	}
+	holder, err := a.store.Holder(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	on, err := a.alloc.PowerStatus(ctx, name)
+	if err != nil {
+		return powerError(name, err)
+	}
+	power := "off"
+	if on {
+		power = "on"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": name, "power": power, "holder": holder})
+	return nil
+}
+
+// nodePowerAction lets an admin drive a node nobody holds. A held node's
+// power belongs to its lessee: refusing here keeps the invariant that only
+// the holder's commands reach the BMC.
+func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
+	if a.alloc == nil {
+		return unavailable("an allocator")
+	}
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	var req powerRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	action, err := hil.ParsePowerAction(req.Action)
+	if err != nil {
+		return &inventory.FieldError{Field: "action", Reason: err.Error()}
+	}
+	if _, err := a.store.GetNode(r.Context(), name); err != nil {
+		return err
+	}
+	holder, err := a.store.Holder(r.Context(), name)
+	if err == nil && holder != "" {
+		err = &httpError{status: http.StatusConflict, msg: fmt.Sprintf("node %s is held by tenant %s: only its lessee drives its power (cancel the lease first)", name, holder)}
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		if perr := a.alloc.Power(ctx, name, action); perr != nil {
+			err = powerError(name, perr)
+		}
+		if a.broker != nil {
+			a.broker.cache.forget(name)
+		}
+	}
+	a.audit(r, "power."+string(action), "node/"+name, "by admin", err)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": name, "action": string(action), "result": true})
+	return nil
+}
+
+// passwordRequest is the body of PUT /api/v1/nodes/{name}/bmc-password.
+type passwordRequest struct {
+	Password string `json:"password"`
+}
+
+func checkBMCPassword(field, pw string) error {
+	if pw == "" || len(pw) > maxBMCPassword {
+		return &inventory.FieldError{Field: field, Reason: fmt.Sprintf("must be 1-%d bytes (IPMI 2.0)", maxBMCPassword)}
+	}
+	return nil
+}
+
+func (a *API) setBMCPassword(w http.ResponseWriter, r *http.Request) error {
+	if a.secrets == nil {
+		return unavailable("a secret store")
+	}
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	var req passwordRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	err = checkBMCPassword("password", req.Password)
+	if err == nil {
+		_, err = a.store.GetNode(r.Context(), name)
+	}
+	if err == nil {
+		err = a.secrets.Put(r.Context(), bmcSecretPath(name), []byte(req.Password))
+	}
+	a.audit(r, "node.bmc_password", "node/"+name, "", err)
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) listHandovers(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := store.HandoverFilter{Node: q.Get("node"), Status: lease.HandoverStatus(q.Get("status")), Open: q.Get("open") == "true", Limit: 100}
+	if f.Node != "" {
+		if err := inventory.ValidateName("node", f.Node); err != nil {
+			return err
+		}
+	}
+	switch f.Status {
+	case "", lease.HandoverRunning, lease.HandoverStuck, lease.HandoverDone:
+	default:
+		return &inventory.FieldError{Field: "status", Reason: "must be running, stuck or done"}
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 10000 {
+			return &inventory.FieldError{Field: "limit", Reason: "must be 1-10000"}
+		}
+		f.Limit = n
+	}
+	hs, err := a.store.ListHandovers(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, hs)
+	return nil
+}
+
+func (a *API) getHandover(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	h, err := a.store.GetHandover(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	j, err := a.store.HandoverJournal(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		lease.Handover
+		Journal []store.JournalEntry `json:"journal"`
+	}{h, j})
+	return nil
+}
+
+func (a *API) retryHandover(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	h, err := a.store.RetryHandover(r.Context(), id, a.now())
+	a.audit(r, "handover.retry", fmt.Sprintf("handover/%d", id), "", err)
+	if err != nil {
+		return err
+	}
+	if a.reconciler != nil {
+		// Resume it now rather than at the next scheduled pass; the
+		// answer reports where it got to.
+		if _, err := a.reconciler.Pass(r.Context()); err != nil {
+			a.log.Warn("reconcile after retry failed", "err", err)
+		}
+		if h, err = a.store.GetHandover(r.Context(), id); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+// issueTenantToken gives a tenant a new broker token, replacing the old one.
+// The token is in this answer only: the store keeps its hash.
+func (a *API) issueTenantToken(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 32)
+	rand.Read(buf)
+	token := "mlb_" + hex.EncodeToString(buf)
+	err = a.store.SetTenantToken(r.Context(), name, store.TokenHash(token))
+	a.audit(r, "tenant.token", "tenant/"+name, "new broker token issued", err)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"tenant": name, "token": token})
+	return nil
+}
+
+func (a *API) reconcileNow(w http.ResponseWriter, r *http.Request) error {
+	if a.reconciler == nil {
+		return unavailable("the reconciler")
+	}
+	res, err := a.reconciler.Pass(r.Context())
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}

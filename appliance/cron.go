@@ -1,0 +1,47 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// runCron runs a reconcile pass on schedule (UTC) until ctx ends, then waits
+// for a running pass to finish. A pass still running when the next is due
+// is not doubled up; a panicking pass is logged and the schedule goes on
+// (Recover wraps innermost: with cron v3.0.1 the other order leaks the skip
+// token on a panic and every later pass is skipped).
+func runCron(ctx context.Context, schedule string, rec *Reconciler, log *slog.Logger) error {
+	logger := cronLogger{log.With("component", "cron")}
+	c := cron.New(
+		cron.WithLocation(time.UTC),
+		cron.WithParser(cronParser),
+		cron.WithLogger(logger),
+		cron.WithChain(cron.SkipIfStillRunning(logger), cron.Recover(logger)),
+	)
+	if _, err := c.AddFunc(schedule, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		_, _ = rec.Pass(ctx) // Pass logs its own outcome
+	}); err != nil {
+		return fmt.Errorf("reconcile schedule %q: %w", schedule, err)
+	}
+	c.Start()
+	log.Info("reconciler scheduled", "schedule", schedule)
+	<-ctx.Done()
+	<-c.Stop().Done()
+	return nil
+}
+
+// cronLogger adapts slog to cron's logger interface.
+type cronLogger struct{ log *slog.Logger }
+
+func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug(msg, kv...) }
+
+func (l cronLogger) Error(err error, msg string, kv ...any) {
+	l.log.Error(msg, append(kv, "err", err)...)
+}

@@ -1,0 +1,337 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/bmc"
+	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
+	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/secrets"
+	"github.com/malleable-cloud/malleable/appliance/store"
+)
+
+// clock is an injectable, settable time source.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+
+// rig is an appliance wired in-process over real parts: SQLite, the
+// embedded allocator, IPMI to ipmi_sim BMCs, the admin API and the broker.
+type rig struct {
+	t     *testing.T
+	clock *clock
+	store *store.Store
+	rec   *Reconciler
+	srv   *httptest.Server
+	token string
+}
+
+func newRig(t *testing.T, start time.Time) *rig {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := &clock{now: start}
+	ipmi := bmc.New(bmc.Options{Timeout: 500 * time.Millisecond, Retries: 2})
+	alloc := newEmbeddedAllocator(st, secrets.NewMemory(), ipmi)
+	rec := &Reconciler{
+		Store: st, Allocator: alloc, Log: testLogger(t), Now: clk.Now, Concurrency: 4,
+		Machine: &lease.Machine{
+			Hardware: hardware{alloc}, Journal: store.Journal{Store: st, Now: clk.Now},
+			Project:     func(t string) string { return "malleable-" + t },
+			MaxAttempts: 2, PowerOffTimeout: 15 * time.Second, PollInterval: 50 * time.Millisecond,
+		},
+	}
+	const token = "admin-token-0123456789abcdef"
+	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: token, Logger: testLogger(t), Now: clk.Now,
+		Secrets: alloc.BMC.(nodePower).secrets, Allocator: alloc, Reconciler: rec})
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token}
+}
+
+// call sends a JSON request with a bearer token and decodes the answer.
+func (r *rig) call(token, method, path string, body any) (int, map[string]any) {
+	r.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, r.srv.URL+path, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]any{}
+	raw, _ := io.ReadAll(resp.Body)
+	if len(raw) > 0 && raw[0] == '{' {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			r.t.Fatalf("%s %s: %v: %s", method, path, err, raw)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+func (r *rig) admin(method, path string, body any, want int) map[string]any {
+	r.t.Helper()
+	code, out := r.call(r.token, method, path, body)
+	if code != want {
+		r.t.Fatalf("%s %s: %d %v, want %d", method, path, code, out, want)
+	}
+	return out
+}
+
+func (r *rig) reconcile() PassResult {
+	r.t.Helper()
+	res, err := r.rec.Pass(context.Background())
+	if err != nil {
+		r.t.Fatalf("reconcile: %v", err)
+	}
+	return res
+}
+
+func testLogger(t *testing.T) *slogLogger { return newTestLogger(t) }
+
+func setCommands(s *bmctest.Sim) []string {
+	var out []string
+	for _, c := range s.Commands() {
+		if c.Op == "set" {
+			out = append(out, c.Param+"="+c.Value)
+		}
+	}
+	return out
+}
+
+// TestHandoverEndToEnd hands a real (simulated) server from tenant A to
+// tenant B at a lease boundary: A reads "off" and is refused, B reads the
+// real state and drives it, and the BMC receives only the handover's and
+// B's commands.
+func TestHandoverEndToEnd(t *testing.T) {
+	sim1 := bmctest.Start(t, bmctest.Options{})
+	sim2 := bmctest.Start(t, bmctest.Options{})
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	r := newRig(t, t0.Add(-time.Minute))
+
+	for i, s := range []*bmctest.Sim{sim1, sim2} {
+		r.admin("POST", "/api/v1/nodes", map[string]any{"name": fmt.Sprintf("node-%d", i+1),
+			"macs": []string{fmt.Sprintf("52:54:00:00:00:0%d", i+1)},
+			"bmc":  map[string]any{"host": s.Host, "port": s.Port, "user": s.User, "password": s.Password}}, 201)
+	}
+	for _, ten := range []string{"acme", "globex"} {
+		r.admin("POST", "/api/v1/tenants", map[string]any{"name": ten}, 201)
+	}
+	acme := r.admin("POST", "/api/v1/tenants/acme/token", nil, 201)["token"].(string)
+	globex := r.admin("POST", "/api/v1/tenants/globex/token", nil, 201)["token"].(string)
+	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme",
+		"start": t0.Format(time.RFC3339), "end": t0.Add(time.Hour).Format(time.RFC3339)}, 201)
+	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "globex",
+		"start": t0.Add(time.Hour).Format(time.RFC3339), "end": t0.Add(2 * time.Hour).Format(time.RFC3339)}, 201)
+
+	// Before any lease: nobody holds node-1, acme's power-on is refused.
+	if res := r.reconcile(); res.Started != 0 {
+		t.Fatalf("before the lease: %+v", res)
+	}
+	code, body := r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"})
+	if code != 403 || !strings.Contains(body["error"].(string), "next lease to acme starts 2026-12-01T09:00:00Z") {
+		t.Fatalf("acme before its lease: %d %v", code, body)
+	}
+
+	// Lease boundary: acme's lease starts. Until the handover has run,
+	// acme does not hold the node yet and is still refused.
+	r.clock.Set(t0)
+	code, body = r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"})
+	if code != 403 {
+		t.Fatalf("acme before the handover activated it: %d %v", code, body)
+	}
+	if res := r.reconcile(); res.Started != 1 || res.Completed != 1 {
+		t.Fatalf("at acme's start: %+v", res)
+	}
+	code, body = r.call(acme, "GET", "/broker/v1/nodes/node-1/power", nil)
+	if code != 200 || body["power"] != "off" || body["held"] != true {
+		t.Fatalf("acme status: %d %v", code, body)
+	}
+	if code, body = r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"}); code != 200 {
+		t.Fatalf("acme power on: %d %v", code, body)
+	}
+	waitPower(t, sim1, true)
+	// Foreman addresses nodes by BMC address: the same answer by address.
+	code, body = r.call(acme, "GET", "/broker/v1/nodes/"+sim1.Host+"/power", nil)
+	if code != 200 || body["power"] != "on" {
+		t.Fatalf("acme status by BMC address: %d %v", code, body)
+	}
+	// globex sees off although the node is on, and cannot touch it.
+	code, body = r.call(globex, "GET", "/broker/v1/nodes/node-1/power", nil)
+	if code != 200 || body["power"] != "off" || body["held"] != false || body["next_lease_start"] != "2026-12-01T10:00:00Z" {
+		t.Fatalf("globex status during acme's lease: %d %v", code, body)
+	}
+	for _, action := range []string{"off", "cycle", "reset", "on"} {
+		code, body = r.call(globex, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": action})
+		if code != 403 || !strings.Contains(body["error"].(string), "not leased to globex") {
+			t.Fatalf("globex %s during acme's lease: %d %v", action, code, body)
+		}
+	}
+	if code, _ = r.call(globex, "PUT", "/broker/v1/nodes/node-1/boot-device", map[string]any{"device": "pxe"}); code != 403 {
+		t.Fatalf("globex boot device: %d", code)
+	}
+	if !sim1.PoweredOn() {
+		t.Fatal("a refused command changed the node's power")
+	}
+	before := len(setCommands(sim1))
+
+	// Lease boundary: acme's ends, globex's starts. Before the handover
+	// runs, neither may act: acme's lease is over, globex is not the holder.
+	r.clock.Set(t0.Add(time.Hour))
+	for _, tok := range []string{acme, globex} {
+		code, body = r.call(tok, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "off"})
+		if code != 403 {
+			t.Fatalf("power off between lease end and handover: %d %v", code, body)
+		}
+	}
+	if res := r.reconcile(); res.Started != 1 || res.Completed != 1 {
+		t.Fatalf("at the handover: %+v", res)
+	}
+	if sim1.PoweredOn() {
+		t.Fatal("the handover left node-1 on")
+	}
+	if got := setCommands(sim1)[before:]; len(got) != 1 || got[0] != "power=0" {
+		t.Fatalf("BMC commands during the handover = %v, want [power=0]", got)
+	}
+	code, body = r.call(acme, "GET", "/broker/v1/nodes/node-1/power", nil)
+	if code != 200 || body["power"] != "off" || body["held"] != false {
+		t.Fatalf("acme after its lease: %d %v", code, body)
+	}
+	code, body = r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"})
+	if code != 403 || !strings.Contains(body["error"].(string), "has no lease of it ahead") {
+		t.Fatalf("acme power on after its lease: %d %v", code, body)
+	}
+	if code, body = r.call(globex, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"}); code != 200 {
+		t.Fatalf("globex power on: %d %v", code, body)
+	}
+	waitPower(t, sim1, true)
+	if out := sim1.IPMITool(t, "chassis", "power", "status"); !strings.Contains(out, "Chassis Power is on") {
+		t.Fatalf("ipmitool: %s", out)
+	}
+	code, body = r.call(acme, "GET", "/broker/v1/nodes/node-1/power", nil)
+	if code != 200 || body["power"] != "off" {
+		t.Fatalf("acme reads %v while globex's node is on", body)
+	}
+	code, body = r.call(globex, "GET", "/broker/v1/nodes/node-1/power", nil)
+	if code != 200 || body["power"] != "on" || body["held"] != true {
+		t.Fatalf("globex status: %d %v", code, body)
+	}
+
+	// Only the handover's off and each holder's own on reached the BMC.
+	if got := setCommands(sim1); strings.Join(got, ",") != "power=1,power=0,power=1" {
+		t.Errorf("node-1 BMC saw %v", got)
+	}
+	if got := setCommands(sim2); len(got) != 0 {
+		t.Errorf("node-2 BMC saw %v, want nothing", got)
+	}
+	// Allocation follows: node-1 is in globex's project only.
+	if p, _ := r.store.NodeProject(context.Background(), "node-1"); p != "malleable-globex" {
+		t.Errorf("node-1 project = %q", p)
+	}
+	hs, _ := r.store.ListHandovers(context.Background(), store.HandoverFilter{Node: "node-1"})
+	if len(hs) != 2 || hs[0].Status != lease.HandoverDone || hs[0].From != "acme" || hs[0].To != "globex" {
+		t.Errorf("handovers = %+v", hs)
+	}
+	j, _ := r.store.HandoverJournal(context.Background(), hs[0].ID)
+	var steps []string
+	for _, e := range j {
+		if e.Phase == "done" {
+			steps = append(steps, string(e.Step))
+		}
+	}
+	if strings.Join(steps, ",") != "fence,power_off,detach,connect,activate" {
+		t.Errorf("journal done steps = %v (journal %+v)", steps, j)
+	}
+	// An unknown node and a bad token.
+	if code, _ = r.call(acme, "GET", "/broker/v1/nodes/nope/power", nil); code != 404 {
+		t.Errorf("unknown node: %d", code)
+	}
+	if code, _ = r.call("not-a-real-token-at-all", "GET", "/broker/v1/whoami", nil); code != 401 {
+		t.Errorf("bad tenant token: %d", code)
+	}
+	if code, _ = r.call(r.token, "GET", "/broker/v1/whoami", nil); code != 401 {
+		t.Errorf("the admin token must not pass as a tenant's: %d", code)
+	}
+}
+
+// TestHandoverStuckAndRetry: a BMC that refuses the appliance's password
+// makes the power-off step fail; after max_attempts the handover is stuck,
+// the previous tenant stays fenced, and a retry after fixing the password
+// completes it.
+func TestHandoverStuckAndRetry(t *testing.T) {
+	sim := bmctest.Start(t, bmctest.Options{})
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	r := newRig(t, t0)
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1",
+		"bmc": map[string]any{"host": sim.Host, "port": sim.Port, "user": sim.User, "password": "wrong-password"}}, 201)
+	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)
+	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "1h"}, 201)
+
+	r.reconcile()
+	res := r.reconcile()
+	if res.Stuck != 1 {
+		t.Fatalf("after two failing passes: %+v", res)
+	}
+	hs := r.admin("GET", "/api/v1/handovers?open=true", nil, 200)
+	_ = hs
+	list, _ := r.store.ListHandovers(context.Background(), store.HandoverFilter{Open: true})
+	if len(list) != 1 || list[0].Status != lease.HandoverStuck || list[0].Step != lease.StepPowerOff ||
+		!strings.Contains(list[0].LastError, "read power") {
+		t.Fatalf("stuck handover = %+v", list)
+	}
+	if h, _ := r.store.Holder(context.Background(), "node-1"); h != "" {
+		t.Fatalf("holder during a stuck handover = %q", h)
+	}
+	r.admin("PUT", "/api/v1/nodes/node-1/bmc-password", map[string]string{"password": sim.Password}, 204)
+	out := r.admin("POST", fmt.Sprintf("/api/v1/handovers/%d/retry", list[0].ID), nil, 200)
+	if out["status"] != "done" {
+		t.Fatalf("after retry: %v", out)
+	}
+	if h, _ := r.store.Holder(context.Background(), "node-1"); h != "acme" {
+		t.Fatalf("holder after retry = %q", h)
+	}
+	audit, _ := r.store.ListAudit(context.Background(), 0, 100)
+	var actions []string
+	for _, e := range audit {
+		actions = append(actions, e.Action)
+	}
+	if !strings.Contains(strings.Join(actions, ","), "handover.stuck") || !strings.Contains(strings.Join(actions, ","), "handover.retry") {
+		t.Errorf("audit lacks the stuck handover or the retry: %v", actions)
+	}
+}
+
+func waitPower(t *testing.T, s *bmctest.Sim, on bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.WaitPower(ctx, on); err != nil {
+		t.Fatalf("wait for power %v: %v", on, err)
+	}
+}

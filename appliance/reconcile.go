@@ -1,0 +1,278 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/store"
+)
+
+// Allocator is what the appliance needs from an allocator: hil.Client
+// (a real HIL) or hil.Embedded.
+type Allocator interface {
+	Connect(ctx context.Context, node, project string) error
+	Detach(ctx context.Context, node, project string) error
+	NodeProject(ctx context.Context, node string) (string, error)
+	PowerStatus(ctx context.Context, node string) (bool, error)
+	Power(ctx context.Context, node string, a hil.PowerAction) error
+	SetBootDevice(ctx context.Context, node string, d hil.BootDevice, persistent bool) error
+}
+
+// projectLister is implemented by allocators that can list every node's
+// project in one call; the drift check needs it.
+type projectLister interface {
+	NodeProjects(ctx context.Context) (map[string]string, error)
+}
+
+// hardware adapts an Allocator to what a handover needs.
+type hardware struct{ alloc Allocator }
+
+func (h hardware) PowerOff(ctx context.Context, node string) error {
+	return h.alloc.Power(ctx, node, hil.PowerOff)
+}
+
+func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
+	on, err := h.alloc.PowerStatus(ctx, node)
+	// A free node under HIL has its OBM disabled, so its power cannot be
+	// read or driven ("OBM is not enabled"): nothing to power off.
+	if errors.Is(err, hil.ErrNoPowerControl) || errors.Is(err, hil.ErrBlocked) {
+		return false, fmt.Errorf("%w: %w", lease.ErrNoPowerControl, err)
+	}
+	return on, err
+}
+
+func (h hardware) Detach(ctx context.Context, node, project string) error {
+	return h.alloc.Detach(ctx, node, project)
+}
+
+func (h hardware) Connect(ctx context.Context, node, project string) error {
+	return h.alloc.Connect(ctx, node, project)
+}
+
+// Reconciler brings every node to the state its leases ask for: at each
+// lease boundary it opens a handover and runs it, resumes handovers left
+// running by a crash, and reports nodes whose allocator project disagrees
+// with the store.
+type Reconciler struct {
+	Store       *store.Store
+	Machine     *lease.Machine
+	Allocator   Allocator
+	Log         *slog.Logger
+	Now         func() time.Time
+	Concurrency int // handovers run at once
+	Metrics     *ReconcileMetrics
+
+	mu sync.Mutex // one pass at a time, whoever triggers it
+}
+
+// PassResult counts what one reconcile pass did.
+type PassResult struct {
+	Nodes     int           `json:"nodes"`
+	Started   int           `json:"started"`
+	Resumed   int           `json:"resumed"`
+	Completed int           `json:"completed"`
+	Failed    int           `json:"failed"`
+	Stuck     int           `json:"stuck"`
+	Drift     int           `json:"drift"`
+	Duration  time.Duration `json:"duration"`
+}
+
+// Pass runs one reconcile pass at the reconciler's now.
+func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := time.Now()
+	now := r.Now()
+	res, err := r.pass(ctx, now)
+	res.Duration = time.Since(start)
+	if r.Metrics != nil {
+		r.Metrics.observe(res, err)
+	}
+	level := slog.LevelInfo
+	if err != nil || res.Failed > 0 || res.Drift > 0 {
+		level = slog.LevelWarn
+	}
+	r.Log.Log(ctx, level, "reconcile pass", "nodes", res.Nodes, "started", res.Started, "resumed", res.Resumed,
+		"completed", res.Completed, "failed", res.Failed, "stuck", res.Stuck, "drift", res.Drift,
+		"duration_ms", res.Duration.Milliseconds(), "err", err)
+	return res, err
+}
+
+func (r *Reconciler) pass(ctx context.Context, now time.Time) (PassResult, error) {
+	var res PassResult
+	states, err := r.Store.NodeStates(ctx, now)
+	if err != nil {
+		return res, err
+	}
+	res.Nodes = len(states)
+	var work []lease.Handover
+	busy := map[string]bool{}
+	for _, ns := range states {
+		switch {
+		case ns.Open != nil && ns.Open.Status == lease.HandoverStuck:
+			res.Stuck++
+			busy[ns.Node] = true
+		case ns.Open != nil:
+			res.Resumed++
+			work = append(work, *ns.Open)
+			busy[ns.Node] = true
+		case ns.Holder != ns.Lessee:
+			h, err := r.Store.CreateHandover(ctx, ns.Node, ns.Holder, ns.Lessee, now)
+			if err != nil {
+				return res, err
+			}
+			r.audit(ctx, "handover.start", ns.Node, fmt.Sprintf("handover %d: %s → %s", h.ID, orNone(ns.Holder), orNone(ns.Lessee)), nil)
+			res.Started++
+			work = append(work, h)
+			busy[ns.Node] = true
+		}
+	}
+	drift, err := r.checkDrift(ctx, states, busy)
+	res.Drift = drift
+	if err != nil {
+		r.Log.Warn("drift check failed", "err", err)
+	}
+
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, r.Concurrency))
+	for _, h := range work {
+		g.Go(func() error {
+			out, err := r.runHandover(gctx, h)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil && gctx.Err() != nil:
+				// Shutting down: the handover resumes at the next start.
+			case err != nil && out.Status == lease.HandoverStuck:
+				res.Failed++
+				res.Stuck++
+				r.audit(ctx, "handover.stuck", h.Node, fmt.Sprintf("handover %d at step %s", h.ID, out.Step), err)
+			case err != nil:
+				res.Failed++
+				r.Log.Warn("handover step failed; will retry", "node", h.Node, "handover", h.ID, "step", out.Step, "attempts", out.Attempts, "err", err)
+			default:
+				res.Completed++
+				r.audit(ctx, "handover.done", h.Node, fmt.Sprintf("handover %d: %s → %s", h.ID, orNone(h.From), orNone(h.To)), nil)
+			}
+			return nil // one node's failure never stops the others
+		})
+	}
+	err = g.Wait()
+	return res, err
+}
+
+// runHandover runs one handover, turning a panic into an error so that one
+// node's bug cannot take the appliance down.
+func (r *Reconciler) runHandover(ctx context.Context, h lease.Handover) (out lease.Handover, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = h, fmt.Errorf("handover %d of %s panicked: %v", h.ID, h.Node, p)
+		}
+	}()
+	return r.Machine.Run(ctx, h)
+}
+
+// checkDrift compares the allocator's projects with the holders of nodes
+// that have no handover under way. A node in a project other than its
+// holder's is fenced (its holder cleared) and reported.
+func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, busy map[string]bool) (int, error) {
+	lister, ok := r.Allocator.(projectLister)
+	if !ok {
+		return 0, nil
+	}
+	projects, err := lister.NodeProjects(ctx)
+	if err != nil {
+		return 0, err
+	}
+	drift := 0
+	for _, ns := range states {
+		if busy[ns.Node] {
+			continue
+		}
+		want := ""
+		if ns.Holder != "" {
+			want = r.Machine.Project(ns.Holder)
+		}
+		got := projects[ns.Node]
+		if got == want {
+			continue
+		}
+		drift++
+		detail := fmt.Sprintf("allocator has it in project %q, expected %q", got, want)
+		var ferr error
+		if ns.Holder != "" {
+			ferr = r.Store.Fence(ctx, ns.Node)
+			detail += "; fenced from " + ns.Holder
+		}
+		r.Log.Warn("node drift", "node", ns.Node, "detail", detail)
+		r.audit(ctx, "node.drift", ns.Node, detail, ferr)
+	}
+	return drift, nil
+}
+
+func (r *Reconciler) audit(ctx context.Context, action, node, detail string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "failed: " + err.Error()
+	}
+	e := store.AuditEntry{At: r.Now(), Actor: "reconciler", Action: action, Target: "node/" + node, Detail: detail, Result: result}
+	if _, aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
+		r.Log.Error("audit log write failed", "action", action, "node", node, "err", aerr)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(free)"
+	}
+	return s
+}
+
+// ReconcileMetrics are the reconciler's Prometheus metrics.
+type ReconcileMetrics struct {
+	passes   *prometheus.CounterVec
+	duration prometheus.Histogram
+	outcomes *prometheus.CounterVec
+	stuck    prometheus.Gauge
+}
+
+// NewReconcileMetrics registers the reconciler's metrics with reg.
+func NewReconcileMetrics(reg prometheus.Registerer) *ReconcileMetrics {
+	m := &ReconcileMetrics{
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "malleable_reconcile_passes_total",
+			Help: "Reconcile passes by result (ok or error)."}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "malleable_reconcile_pass_duration_seconds",
+			Help: "Duration of reconcile passes.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "malleable_handovers_total",
+			Help: "Handover outcomes: started, resumed, completed, failed (a step failed), drift (node fenced for drift)."}, []string{"outcome"}),
+		stuck: prometheus.NewGauge(prometheus.GaugeOpts{Name: "malleable_handovers_stuck",
+			Help: "Handovers stuck after repeated failures, waiting for an admin's retry."}),
+	}
+	reg.MustRegister(m.passes, m.duration, m.outcomes, m.stuck)
+	return m
+}
+
+func (m *ReconcileMetrics) observe(res PassResult, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.passes.WithLabelValues(result).Inc()
+	m.duration.Observe(res.Duration.Seconds())
+	m.outcomes.WithLabelValues("started").Add(float64(res.Started))
+	m.outcomes.WithLabelValues("resumed").Add(float64(res.Resumed))
+	m.outcomes.WithLabelValues("completed").Add(float64(res.Completed))
+	m.outcomes.WithLabelValues("failed").Add(float64(res.Failed))
+	m.outcomes.WithLabelValues("drift").Add(float64(res.Drift))
+	m.stuck.Set(float64(res.Stuck))
+}
