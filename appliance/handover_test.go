@@ -335,3 +335,65 @@ func waitPower(t *testing.T, s *bmctest.Sim, on bool) {
 		t.Fatalf("wait for power %v: %v", on, err)
 	}
 }
+
+// TestDriftIsFencedAndReported: a node that the allocator has in a project
+// other than its holder's (someone changed the allocator behind the
+// appliance's back) is fenced — its holder loses power control at once —
+// and reported; the handover that follows cannot connect it and gets stuck
+// with the reason rather than giving two tenants one node.
+func TestDriftIsFencedAndReported(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	r := newRig(t, t0)
+	ctx := context.Background()
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 201) // no BMC: power steps are skipped
+	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)
+	acme := r.admin("POST", "/api/v1/tenants/acme/token", nil, 201)["token"].(string)
+	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "2h"}, 201)
+	if res := r.reconcile(); res.Completed != 1 || res.Drift != 0 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	if code, body := r.call(acme, "GET", "/broker/v1/nodes/node-1/power", nil); code != 409 || body["held"] != nil {
+		// held, but the node has no power control: 409 says so.
+		t.Fatalf("acme status of a node without BMC: %d %v", code, body)
+	}
+
+	// Behind the appliance's back, the node moves to another project.
+	if err := r.store.ReleaseNode(ctx, "node-1", "malleable-acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.AllocateNode(ctx, "node-1", "someone-else"); err != nil {
+		t.Fatal(err)
+	}
+	res := r.reconcile()
+	if res.Drift != 1 {
+		t.Fatalf("drift pass: %+v", res)
+	}
+	if h, _ := r.store.Holder(ctx, "node-1"); h != "" {
+		t.Fatalf("holder after drift = %q, want fenced", h)
+	}
+	if code, _ := r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"}); code != 403 {
+		t.Fatalf("acme may still drive a drifted node: %d", code)
+	}
+	audit, _ := r.store.ListAudit(ctx, 0, 50)
+	found := false
+	for _, e := range audit {
+		if e.Action == "node.drift" && strings.Contains(e.Detail, `"someone-else"`) && strings.Contains(e.Detail, "fenced from acme") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no node.drift audit entry: %+v", audit)
+	}
+	// The next passes try to give it back to acme, but the allocator
+	// refuses to put a node in two projects: the handover gets stuck.
+	r.reconcile()
+	r.reconcile()
+	hs, _ := r.store.ListHandovers(ctx, store.HandoverFilter{Open: true})
+	if len(hs) != 1 || hs[0].Status != lease.HandoverStuck || hs[0].Step != lease.StepConnect ||
+		!strings.Contains(hs[0].LastError, "another project") {
+		t.Fatalf("open handovers = %+v", hs)
+	}
+	if p, _ := r.store.NodeProject(ctx, "node-1"); p != "someone-else" {
+		t.Errorf("project = %q: the appliance must not take the node from another project by itself", p)
+	}
+}
