@@ -371,6 +371,27 @@ func checkSchedule(spec string) (err error) {
 // @every 15s and @hourly.
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
+// derivedPaths are the paths that default to a file in the data directory.
+func (c *Config) derivedPaths() map[*string]string {
+	return map[*string]string{
+		&c.Appliance.AdminTokenFile: "admin.token",
+		&c.Store.Path:               "malleable.db",
+		&c.Secrets.File:             "secrets.enc",
+	}
+}
+
+// SetDataDir moves the data directory to dir, along with every path that
+// was derived from the old one; paths set explicitly stay as they are.
+// Call Validate afterwards.
+func (c *Config) SetDataDir(dir string) {
+	for p, name := range c.derivedPaths() {
+		if *p == filepath.Join(c.Appliance.DataDir, name) {
+			*p = ""
+		}
+	}
+	c.Appliance.DataDir = dir
+}
+
 // ParseLogLevel parses debug, info, warn or error.
 func ParseLogLevel(s string) (slog.Level, error) {
 	switch s {

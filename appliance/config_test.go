@@ -146,3 +146,21 @@ func TestValidateMakesPathsAbsolute(t *testing.T) {
 		t.Errorf("paths not absolute: %+v", c)
 	}
 }
+
+// Moving the data directory moves every path derived from it, and only those.
+func TestSetDataDir(t *testing.T) {
+	c, err := ParseConfig([]byte("[store]\npath = /db/explicit.db\n"), DefaultConfig("/old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDataDir("/new")
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Appliance.AdminTokenFile != "/new/admin.token" || c.Secrets.File != "/new/secrets.enc" {
+		t.Errorf("derived paths did not move: token %q secrets %q", c.Appliance.AdminTokenFile, c.Secrets.File)
+	}
+	if c.Store.Path != "/db/explicit.db" {
+		t.Errorf("explicit store path moved to %q", c.Store.Path)
+	}
+}

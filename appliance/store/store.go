@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +59,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		// SQLite reads "file:" names as URIs and percent-decodes them.
 		return "file:" + strings.ReplaceAll(path, "%", "%25") + "?" + q.Encode()
 	}
+	// Create the file ourselves so it is private from the start; SQLite
+	// gives its -wal and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	f.Close()
 	w, err := sql.Open("sqlite", dsn())
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -147,7 +147,8 @@ func TestCLIEndToEnd(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "state")
 	d := startDaemon(t, data)
 
-	for path, want := range map[string]os.FileMode{data: 0o700, filepath.Join(data, "admin.token"): 0o600} {
+	for path, want := range map[string]os.FileMode{data: 0o700, filepath.Join(data, "admin.token"): 0o600,
+		filepath.Join(data, "malleable.db"): 0o600, filepath.Join(data, "secrets.enc"): 0o600, filepath.Join(data, "secrets.enc.key"): 0o600} {
 		fi, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)

@@ -90,14 +90,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 			c.Appliance.Listen = *listen
 		}
 		if *dataDir != "" {
-			// Derived paths follow the new data directory unless set.
-			if c.Appliance.AdminTokenFile == filepath.Join(c.Appliance.DataDir, "admin.token") {
-				c.Appliance.AdminTokenFile = ""
-			}
-			if c.Store.Path == filepath.Join(c.Appliance.DataDir, "malleable.db") {
-				c.Store.Path = ""
-			}
-			c.Appliance.DataDir = *dataDir
+			c.SetDataDir(*dataDir)
 		}
 		if *logLevel != "" {
 			c.Appliance.LogLevel = *logLevel
