@@ -20,6 +20,7 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
@@ -40,6 +41,7 @@ type API struct {
 	alloc      Allocator
 	reconciler *Reconciler
 	broker     *Broker
+	m2         *server.Backend
 }
 
 // APIConfig is what NewAPI needs.
@@ -63,12 +65,14 @@ type APIConfig struct {
 	Reconciler *Reconciler
 	// StatusCacheTTL is how long the broker serves a node's power from cache.
 	StatusCacheTTL time.Duration
+	// M2 is the embedded M2 backend, served under /m2/v1; none when nil.
+	M2 *server.Backend
 }
 
 // NewAPI returns the admin API.
 func NewAPI(c APIConfig) *API {
 	a := &API{store: c.Store, limits: c.Limits, token: c.Token, log: c.Logger, now: c.Now, reg: c.Registry,
-		secrets: c.Secrets, alloc: c.Allocator, reconciler: c.Reconciler}
+		secrets: c.Secrets, alloc: c.Allocator, reconciler: c.Reconciler, m2: c.M2}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -124,7 +128,8 @@ func (a *API) Router() *mux.Router {
 	v1.Handle("/leases/{id}/extend", a.handle(a.extendLease)).Methods(http.MethodPost)
 	v1.Handle("/audit", a.handle(a.listAudit)).Methods(http.MethodGet)
 	a.hardwareRoutes(v1)
-	(&Broker{api: a}).routes(r) // the broker's own handlers check it is configured
+	(&Broker{api: a}).routes(r)       // the broker's own handlers check it is configured
+	m2Routes(r, a.m2, a.store, a.log) // answers 503 when M2 is not enabled
 	return r
 }
 
@@ -165,6 +170,12 @@ func (a *API) secure(next http.Handler) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Frame-Options", "DENY")
 		if r.URL.Path == "/healthz" && r.Method == http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, server.Prefix+"/boot/") && r.Method == http.MethodGet {
+			// A node's iPXE fetches its boot script with the unguessable
+			// per-attach token in the path: its only credential.
 			next.ServeHTTP(w, r)
 			return
 		}

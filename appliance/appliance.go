@@ -25,6 +25,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -76,6 +77,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	if err != nil {
 		return err
 	}
+	var m2b *server.Backend
+	var disks lease.Disks
+	if cfg.M2.Enabled {
+		m, err := startM2(ctx, cfg, sec, log)
+		if err != nil {
+			return err
+		}
+		defer m.close(context.WithoutCancel(ctx))
+		m2b, disks = m.backend, m2Disks{m.backend}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rec := &Reconciler{
@@ -83,6 +94,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 		Concurrency: cfg.Reconcile.Concurrency, Metrics: NewReconcileMetrics(reg),
 		Machine: &lease.Machine{
 			Hardware:        hardware{alloc},
+			Disks:           disks,
 			Journal:         store.Journal{Store: st, Now: now},
 			Project:         func(tenant string) string { return cfg.Allocator.ProjectPrefix + tenant },
 			MaxAttempts:     cfg.Reconcile.MaxAttempts,
@@ -92,7 +104,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 		},
 	}
 	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg, Now: now,
-		Secrets: sec, Allocator: alloc, Reconciler: rec, StatusCacheTTL: cfg.Broker.StatusCacheTTL})
+		Secrets: sec, Allocator: alloc, Reconciler: rec, StatusCacheTTL: cfg.Broker.StatusCacheTTL, M2: m2b})
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {

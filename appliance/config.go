@@ -44,6 +44,33 @@ type Config struct {
 	HIL       HILConfig       `ini:"hil"`
 	BMC       BMCConfig       `ini:"bmc"`
 	Broker    BrokerConfig    `ini:"broker"`
+	M2        M2Config        `ini:"m2"`
+}
+
+// M2Config is the [m2] section: the M2 storage backend (golden images,
+// disks, snapshots, iSCSI targets), embedded in `malleable serve` or run
+// alone by `malleable m2 serve`.
+type M2Config struct {
+	// Enabled embeds the backend in `malleable serve`.
+	Enabled bool `ini:"enabled"`
+	// Dir holds the volumes and the backend's metadata database.
+	// Defaults to <data_dir>/m2.
+	Dir string `ini:"dir"`
+	// Listen is the M2 API's address when run alone (`malleable m2 serve`).
+	Listen string `ini:"listen"`
+	// IQNPrefix names targets and initiators: iqn.<yyyy-mm>.<reversed
+	// domain the operator owns>.
+	IQNPrefix string `ini:"iqn_prefix"`
+	// Portal is where tgtd listens for iSCSI (host:port).
+	Portal string `ini:"portal"`
+	// BootPortal is the portal as nodes reach it, written into boot
+	// scripts; defaults to Portal.
+	BootPortal string `ini:"boot_portal"`
+	// Tgtd is "supervise" (the appliance runs its own tgtd) or "external"
+	// (a tgtd already runs on TgtdControlPort).
+	Tgtd string `ini:"tgtd"`
+	// TgtdControlPort is tgtd's -C: it names tgtd's control socket.
+	TgtdControlPort int `ini:"tgtd_control_port"`
 }
 
 // SecretsConfig is the [secrets] section: the embedded encrypted store
@@ -157,6 +184,8 @@ func DefaultConfig(dataDir string) Config {
 		HIL:       HILConfig{Timeout: 10 * time.Second},
 		BMC:       BMCConfig{Timeout: time.Second, Retries: 2},
 		Broker:    BrokerConfig{StatusCacheTTL: 5 * time.Second},
+		M2: M2Config{Enabled: true, Listen: "127.0.0.1:8781", IQNPrefix: "iqn.2026-11.io.malleable",
+			Portal: "127.0.0.1:3260", Tgtd: "supervise", TgtdControlPort: 7},
 	}
 }
 
@@ -329,6 +358,34 @@ func (c *Config) Validate() error {
 		bad("broker.status_cache_ttl", "%s is not between 0s and 10m", c.Broker.StatusCacheTTL)
 	}
 
+	m := &c.M2
+	if m.Dir == "" && a.DataDir != "" {
+		m.Dir = filepath.Join(a.DataDir, "m2")
+	}
+	if err := checkPath(m.Dir); err != nil || m.Dir == "" || strings.ContainsAny(m.Dir, "?#") {
+		bad("m2.dir", "%q is not a usable directory path", m.Dir)
+	} else {
+		m.Dir = absPath(m.Dir)
+	}
+	if !validListen(m.Listen) {
+		bad("m2.listen", "%q is not host:port", m.Listen)
+	}
+	if !iqnPrefixRE.MatchString(m.IQNPrefix) || len(m.IQNPrefix) > 100 {
+		bad("m2.iqn_prefix", "%q is not iqn.<yyyy-mm>.<reversed domain>, such as iqn.2026-11.org.example", m.IQNPrefix)
+	}
+	if !validListen(m.Portal) || strings.HasSuffix(m.Portal, ":0") {
+		bad("m2.portal", "%q is not host:port with a port", m.Portal)
+	}
+	if m.BootPortal != "" && (!validListen(m.BootPortal) || strings.HasSuffix(m.BootPortal, ":0")) {
+		bad("m2.boot_portal", "%q is not host:port with a port", m.BootPortal)
+	}
+	if m.Tgtd != "supervise" && m.Tgtd != "external" {
+		bad("m2.tgtd", "%q is not supervise or external", m.Tgtd)
+	}
+	if m.TgtdControlPort < 0 || m.TgtdControlPort > 32767 {
+		bad("m2.tgtd_control_port", "%d is not 0-32767", m.TgtdControlPort)
+	}
+
 	l := c.Leases
 	if l.MinDuration < time.Second {
 		bad("leases.min_duration", "%s is shorter than 1s", l.MinDuration)
@@ -349,6 +406,8 @@ func (c *Config) Validate() error {
 }
 
 var projectPrefixRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+var iqnPrefixRE = regexp.MustCompile(`^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$`)
 
 // checkSchedule checks a cron spec the way the reconciler will parse it.
 // The cron parser panics on some malformed specs, so it runs under recover.
@@ -377,6 +436,7 @@ func (c *Config) derivedPaths() map[*string]string {
 		&c.Appliance.AdminTokenFile: "admin.token",
 		&c.Store.Path:               "malleable.db",
 		&c.Secrets.File:             "secrets.enc",
+		&c.M2.Dir:                   "m2",
 	}
 }
 

@@ -28,6 +28,14 @@ type Client struct {
 	http  *http.Client
 }
 
+// WithTimeout returns a copy of c whose requests may take up to d (image
+// uploads take longer than the default 30 s).
+func (c *Client) WithTimeout(d time.Duration) *Client {
+	cp := *c
+	cp.http = &http.Client{Timeout: d}
+	return &cp
+}
+
 // New returns a client of the API at baseURL (for example
 // http://127.0.0.1:8780) authenticating with token.
 func New(baseURL, token string) *Client {
@@ -64,40 +72,51 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json")
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.send(req, out)
+}
+
+// send authenticates and sends req, decoding a JSON answer into out.
+func (c *Client) send(req *http.Request, out any) error {
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error    string   `json:"error"`
-			Fields   []string `json:"fields"`
-			Conflict *Lease   `json:"conflict"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-			if e.Error == "" {
-				e.Error = http.StatusText(resp.StatusCode)
-			}
-		}
-		return &Error{Status: resp.StatusCode, Message: e.Error, Fields: e.Fields, Conflict: e.Conflict}
+		return fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Path, err)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
 		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+			return fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
 		}
 	}
 	return nil
+}
+
+// decodeError turns an error answer into an *Error.
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct {
+		Error    string   `json:"error"`
+		Fields   []string `json:"fields"`
+		Conflict *Lease   `json:"conflict"`
+	}
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(b))
+		if e.Error == "" {
+			e.Error = http.StatusText(resp.StatusCode)
+		}
+	}
+	return &Error{Status: resp.StatusCode, Message: e.Error, Fields: e.Fields, Conflict: e.Conflict}
 }
 
 // NodeSpec is what registering a node takes.

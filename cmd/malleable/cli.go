@@ -85,6 +85,11 @@ type command struct {
 
 // runGroup dispatches a command group such as `node add`.
 func runGroup(ctx context.Context, e env, group string, cmds map[string]*command, order []string, args []string) error {
+	return runGroupTimeout(ctx, e, group, cmds, order, args, 60*time.Second)
+}
+
+// runGroupTimeout is runGroup with a deadline for long operations.
+func runGroupTimeout(ctx context.Context, e env, group string, cmds map[string]*command, order []string, args []string, timeout time.Duration) error {
 	groupUsage := func() string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "Usage: malleable %s <subcommand>\n\nSubcommands:\n", group)
@@ -122,7 +127,7 @@ func runGroup(ctx context.Context, e env, group string, cmds map[string]*command
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return explain(cmd.run(ctx, cl, &printer{w: e.stdout, json: cn.output == "json"}, pos))
 }

@@ -52,6 +52,8 @@ Admin CLI (talks to a running appliance over its REST API):
   node             add, list, show, rm nodes
   tenant           add, list, show, rm tenants
   lease            add, list, show, cancel, extend leases; handovers, retry
+  image            import, list, rm golden images (M2)
+  disk             create, list, attach, detach, snapshot tenants' disks (M2)
   audit            show the audit log
   reconcile now    run a reconcile pass now
 
@@ -111,6 +113,10 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return cmdAudit(ctx, e, rest)
 	case "reconcile":
 		return cmdReconcile(ctx, e, rest)
+	case "image":
+		return cmdImage(ctx, e, rest)
+	case "disk":
+		return cmdDisk(ctx, e, rest)
 	}
 	fmt.Fprint(e.stderr, topUsage)
 	return usagef("unknown command %q", cmd)

@@ -1,0 +1,376 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/malleable-cloud/malleable/appliance/m2"
+)
+
+// Prefix is where the M2 API is mounted.
+const Prefix = "/m2/v1"
+
+// Caller is who makes a request: an admin, who may act on every project
+// and on golden images, or one project's credential.
+type Caller struct {
+	Admin   bool
+	Project string
+}
+
+// HandlerConfig is what Handler needs.
+type HandlerConfig struct {
+	Backend *Backend
+	// Authorize identifies the caller of every route but /boot/{token}.
+	Authorize func(r *http.Request) (Caller, bool)
+	// BootAllowed, if set, is asked before a boot script is served by
+	// token: the appliance refuses nodes no longer leased to the project.
+	BootAllowed func(ctx context.Context, project, node string) error
+	Logger      *slog.Logger
+}
+
+// Handler returns the M2 API: images (admin), a project's disks and
+// snapshots (its own only), attach/detach, and boot scripts.
+func Handler(c HandlerConfig) http.Handler {
+	r := mux.NewRouter()
+	Register(r, c)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "no such route")
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed on this route")
+	})
+	return r
+}
+
+// Register adds the M2 API's routes, under Prefix, to r.
+func Register(r *mux.Router, c HandlerConfig) {
+	h := &handler{HandlerConfig: c}
+	if h.Logger == nil {
+		h.Logger = slog.New(slog.DiscardHandler)
+	}
+	add := func(method, path string, fn func(http.ResponseWriter, *http.Request, Caller) error, admin bool) {
+		r.Handle(Prefix+path, h.wrap(fn, admin)).Methods(method)
+	}
+	add(http.MethodGet, "/images", h.listImages, false)
+	add(http.MethodPost, "/images", h.importImageFile, true)
+	add(http.MethodPut, "/images/{image}", h.uploadImage, true)
+	add(http.MethodGet, "/images/{image}", h.getImage, false)
+	add(http.MethodDelete, "/images/{image}", h.removeImage, true)
+	add(http.MethodGet, "/projects/{project}/disks", h.listDisks, false)
+	add(http.MethodPost, "/projects/{project}/disks", h.createDisk, false)
+	add(http.MethodGet, "/projects/{project}/disks/{disk}", h.getDisk, false)
+	add(http.MethodDelete, "/projects/{project}/disks/{disk}", h.deleteDisk, false)
+	add(http.MethodPost, "/projects/{project}/disks/{disk}/attach", h.attach, false)
+	add(http.MethodPost, "/projects/{project}/disks/{disk}/detach", h.detach, false)
+	add(http.MethodGet, "/projects/{project}/disks/{disk}/boot.ipxe", h.diskBootScript, false)
+	add(http.MethodPost, "/projects/{project}/disks/{disk}/snapshots", h.createSnapshot, false)
+	add(http.MethodGet, "/projects/{project}/snapshots", h.listSnapshots, false)
+	add(http.MethodDelete, "/projects/{project}/snapshots/{snapshot}", h.removeSnapshot, false)
+	r.Handle(Prefix+"/boot/{token}", http.HandlerFunc(h.bootByToken)).Methods(http.MethodGet)
+}
+
+type handler struct{ HandlerConfig }
+
+var errForbidden = errors.New("forbidden")
+
+func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, Caller) error, admin bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.Backend == nil {
+			writeError(w, http.StatusServiceUnavailable, "M2 storage is not enabled ([m2] enabled)")
+			return
+		}
+		c, ok := h.Authorize(r)
+		if !ok {
+			writeError(w, http.StatusUnauthorized, "missing or invalid credentials")
+			return
+		}
+		var err error
+		switch p, scoped := mux.Vars(r)["project"]; {
+		case admin && !c.Admin:
+			err = fmt.Errorf("%w: golden images are managed by admins only", errForbidden)
+		case scoped && !c.Admin && p != c.Project:
+			// A project sees only its own disks: another project's look
+			// exactly like ones that do not exist.
+			err = fmt.Errorf("project %q: %w", p, m2.ErrNotFound)
+		case scoped:
+			err = m2.ValidateProject(p)
+		}
+		if err == nil {
+			err = fn(w, r, c)
+		}
+		if err != nil {
+			status := statusOf(err)
+			if status >= 500 {
+				h.Logger.Error("m2 request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				writeError(w, status, "internal error; see the appliance log")
+				return
+			}
+			writeError(w, status, err.Error())
+		}
+	})
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, errForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, m2.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, m2.ErrExists), errors.Is(err, m2.ErrInUse):
+		return http.StatusConflict
+	case errors.Is(err, m2.ErrInvalid), errors.Is(err, errBadRequest):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+var errBadRequest = errors.New("bad request")
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func decode(w http.ResponseWriter, r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return fmt.Errorf("%w: body must be application/json", errBadRequest)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return fmt.Errorf("%w: body: %v", errBadRequest, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: body: unexpected data after the JSON object", errBadRequest)
+	}
+	return nil
+}
+
+func (h *handler) listImages(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	imgs, err := h.Backend.Images(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, imgs)
+	return nil
+}
+
+func (h *handler) getImage(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	img, err := h.Backend.Image(r.Context(), mux.Vars(r)["image"])
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, img)
+	return nil
+}
+
+// importImageFile imports a golden image from a file on the server.
+func (h *handler) importImageFile(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	var req struct {
+		Name string `json:"name"`
+		Path string `json:"path"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.Path == "" || !strings.HasPrefix(req.Path, "/") {
+		return fmt.Errorf("%w: path must be an absolute path of a file on the appliance", errBadRequest)
+	}
+	img, err := h.Backend.ImportImage(r.Context(), req.Name, nil, 0, req.Path)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, img)
+	return nil
+}
+
+// uploadImage streams a golden image in the request body.
+func (h *handler) uploadImage(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	if r.ContentLength < 0 {
+		return fmt.Errorf("%w: Content-Length is required", errBadRequest)
+	}
+	img, err := h.Backend.ImportImage(r.Context(), mux.Vars(r)["image"], r.Body, r.ContentLength, "")
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, img)
+	return nil
+}
+
+func (h *handler) removeImage(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	if err := h.Backend.RemoveImage(r.Context(), mux.Vars(r)["image"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) listDisks(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	ds, err := h.Backend.Disks(r.Context(), mux.Vars(r)["project"])
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ds)
+	return nil
+}
+
+// createDisk is create_disk: a clone of an image or snapshot, presented as
+// an iSCSI target.
+func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	var req struct {
+		Name     string `json:"name"`
+		Image    string `json:"image"`
+		Snapshot string `json:"snapshot"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	source := "image:" + req.Image
+	switch {
+	case (req.Image == "") == (req.Snapshot == ""):
+		return fmt.Errorf("%w: give exactly one of image or snapshot", errBadRequest)
+	case req.Snapshot != "":
+		source = "snapshot:" + req.Snapshot
+	}
+	d, err := h.Backend.CreateDisk(r.Context(), mux.Vars(r)["project"], req.Name, source)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+func (h *handler) getDisk(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	v := mux.Vars(r)
+	d, err := h.Backend.Disk(r.Context(), v["project"], v["disk"])
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func (h *handler) deleteDisk(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	v := mux.Vars(r)
+	if err := h.Backend.DeleteDisk(r.Context(), v["project"], v["disk"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) attach(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	var req struct {
+		Node string `json:"node"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	v := mux.Vars(r)
+	a, err := h.Backend.Attach(r.Context(), v["project"], v["disk"], req.Node)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (h *handler) detach(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	v := mux.Vars(r)
+	if err := h.Backend.Detach(r.Context(), v["project"], v["disk"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *handler) diskBootScript(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	v := mux.Vars(r)
+	s, err := h.Backend.DiskBootScript(r.Context(), v["project"], v["disk"])
+	if err != nil {
+		return err
+	}
+	writeScript(w, s)
+	return nil
+}
+
+// bootByToken serves a node's boot script to whoever bears its boot token:
+// an iPXE node has no other credential. The token is unguessable, rotates
+// with every attach, and dies on detach.
+func (h *handler) bootByToken(w http.ResponseWriter, r *http.Request) {
+	if h.Backend == nil {
+		writeError(w, http.StatusNotFound, "no boot script for this token")
+		return
+	}
+	s, project, node, err := h.Backend.BootScript(r.Context(), mux.Vars(r)["token"])
+	if err == nil && h.BootAllowed != nil {
+		err = h.BootAllowed(r.Context(), project, node)
+	}
+	if err != nil {
+		if statusOf(err) >= 500 {
+			h.Logger.Error("boot script failed", "err", err)
+		}
+		// One answer for every refusal: a token prober learns nothing.
+		writeError(w, http.StatusNotFound, "no boot script for this token")
+		return
+	}
+	writeScript(w, s)
+}
+
+func writeScript(w http.ResponseWriter, s []byte) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(s)))
+	w.Write(s)
+}
+
+func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	v := mux.Vars(r)
+	s, err := h.Backend.CreateSnapshot(r.Context(), v["project"], v["disk"], req.Name)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s)
+	return nil
+}
+
+func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	ss, err := h.Backend.Snapshots(r.Context(), mux.Vars(r)["project"])
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ss)
+	return nil
+}
+
+func (h *handler) removeSnapshot(w http.ResponseWriter, r *http.Request, _ Caller) error {
+	v := mux.Vars(r)
+	if err := h.Backend.RemoveSnapshot(r.Context(), v["project"], v["snapshot"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
