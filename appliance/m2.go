@@ -2,16 +2,21 @@ package appliance
 
 import (
 	"context"
+	"crypto/subtle"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
+	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/storage"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -122,4 +127,59 @@ func m2Routes(r *mux.Router, b *server.Backend, st *store.Store, log *slog.Logge
 		BootAllowed: bootAllowed(st),
 		Logger:      log,
 	})
+}
+
+// RunM2 runs the M2 backend alone — `malleable m2 serve` — for a storage
+// host apart from the appliance: its API on [m2] listen, authenticated with
+// the admin token, until ctx ends.
+func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
+	if err := os.MkdirAll(cfg.Appliance.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	token, created, err := EnsureToken(cfg.Appliance.AdminTokenFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("generated admin token", "path", cfg.Appliance.AdminTokenFile)
+	}
+	sec, err := secrets.OpenFile(cfg.Secrets.File)
+	if err != nil {
+		return fmt.Errorf("open secret store: %w", err)
+	}
+	defer sec.Close()
+	m, err := startM2(ctx, cfg, sec, log)
+	if err != nil {
+		return err
+	}
+	defer m.close(context.WithoutCancel(ctx))
+	want := []byte(token)
+	h := server.Handler(server.HandlerConfig{
+		Backend: m.backend,
+		Authorize: func(r *http.Request) (server.Caller, bool) {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			return server.Caller{Admin: true}, ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) == 1
+		},
+		Logger: log,
+	})
+	ln, err := net.Listen("tcp", cfg.M2.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.M2.Listen, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("M2 API listening", "addr", ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve M2 API: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Appliance.ShutdownTimeout)
+	defer cancel()
+	return srv.Shutdown(sctx)
 }

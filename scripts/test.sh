@@ -14,6 +14,10 @@ ensure_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Real components the tests drive: simulated BMCs (OpenIPMI's ipmi_sim, whose
 # machines are qemu processes) and ipmitool as an independent IPMI client.
 ensure_apt openipmi ipmitool qemu-system-x86 curl
+# M2 storage: tgtd, real iSCSI initiators (libiscsi, qemu's iscsi driver),
+# iPXE firmware for qemu nodes, nasm for boot sectors, and XFS tools for a
+# reflink-capable loop filesystem.
+ensure_apt tgt libiscsi-bin qemu-utils qemu-block-extra ipxe-qemu nasm xfsprogs
 # Tests that need a real component fail instead of skipping when it is absent.
 export MALLEABLE_REQUIRE_REAL=1
 

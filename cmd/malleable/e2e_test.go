@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -527,4 +528,63 @@ func freeUDPPortPair(t *testing.T) int {
 	}
 	t.Fatal("no free pair of UDP ports")
 	return 0
+}
+
+// TestM2Serve runs the M2 backend alone: its API answers with the admin
+// token only, and SIGTERM stops it and its tgtd cleanly.
+func TestM2Serve(t *testing.T) {
+	if _, err := exec.LookPath("tgtd"); err != nil {
+		if os.Getenv("MALLEABLE_REQUIRE_REAL") == "1" {
+			t.Fatal("tgtd is not installed")
+		}
+		t.Skip("tgtd is not installed")
+	}
+	dir := t.TempDir()
+	portal := freeTCPPort(t)
+	cfg := filepath.Join(dir, "m2.ini")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[m2]\nportal = 127.0.0.1:%d\ntgtd_control_port = %d\n", portal, 20000+portal%10000)), 0o600)
+	cmd := exec.Command(binary, "m2", "serve", "--config", cfg, "--data-dir", filepath.Join(dir, "state"), "--listen", "127.0.0.1:0")
+	var logs bytes.Buffer
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if rest, ok := strings.CutPrefix(sc.Text(), "malleable: M2 API on http://"); ok {
+				a, _, _ := strings.Cut(rest, "/")
+				addr <- a
+			}
+		}
+	}()
+	var a string
+	select {
+	case a = <-addr:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("m2 serve did not start:\n%s", logs.String())
+	}
+	token, _ := os.ReadFile(filepath.Join(dir, "state", "admin.token"))
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{strings.TrimSpace(string(token)), 200}, {"wrong-token-0123456789", 401}, {"", 401}} {
+		req, _ := http.NewRequest("GET", "http://"+a+"/m2/v1/images", nil)
+		req.Header.Set("Authorization", "Bearer "+tc.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("token %q: %d, want %d", tc.token, resp.StatusCode, tc.want)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("m2 serve exited with %v:\n%s", err, logs.String())
+	}
 }

@@ -44,6 +44,7 @@ Usage: malleable <command> [arguments]
 
 Daemon:
   serve            run the appliance (embedded defaults without --config)
+  m2 serve         run the M2 storage backend alone (a separate storage host)
   config check F   validate an appliance.ini; exit 2 listing every problem
   config example   print a commented example appliance.ini
   version          print the version
@@ -99,6 +100,8 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return nil
 	case "serve":
 		return cmdServe(ctx, e, rest)
+	case "m2":
+		return cmdM2(ctx, e, rest)
 	case "version", "--version":
 		return cmdVersion(e, rest)
 	case "config":

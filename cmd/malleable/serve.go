@@ -179,3 +179,34 @@ func cmdConfig(e env, args []string) error {
 	}
 	return usagef("config: unknown subcommand %q (want check or example)", args[0])
 }
+
+// cmdM2 is `malleable m2 serve`: the M2 storage backend alone.
+func cmdM2(ctx context.Context, e env, args []string) error {
+	if len(args) == 0 || args[0] != "serve" {
+		return usagef("m2: want 'serve'")
+	}
+	fs := newFlagSet(e.stderr, "m2 serve", "m2 serve [--config FILE] [flags]")
+	configPath := fs.String("config", e.getenv("MALLEABLE_CONFIG"), "appliance.ini to read (env MALLEABLE_CONFIG); embedded defaults if empty")
+	listen := fs.String("listen", "", "M2 API address host:port, overriding [m2] listen")
+	dataDir := fs.String("data-dir", "", "state directory, overriding [appliance] data_dir")
+	if pos, err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usagef("m2 serve takes no arguments, got %q", pos)
+	}
+	cfg, err := loadConfig(e, *configPath, func(c *appliance.Config) {
+		if *listen != "" {
+			c.M2.Listen = *listen
+		}
+		if *dataDir != "" {
+			c.SetDataDir(*dataDir)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	log := newLogger(e, cfg).With("role", "m2")
+	return appliance.RunM2(ctx, cfg, log, func(addr string) {
+		fmt.Fprintf(e.stderr, "malleable: M2 API on http://%s/m2/v1, token in %s\n", addr, cfg.Appliance.AdminTokenFile)
+	})
+}
