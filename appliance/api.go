@@ -193,6 +193,17 @@ func (a *API) secure(next http.Handler) http.Handler {
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if strings.HasPrefix(r.URL.Path, server.Prefix+"/") && (!ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1) {
+			// The M2 API also takes a tenant's token, scoped to the
+			// tenant's own project: that is how its smart-proxy manages
+			// the tenant's disks.
+			if tenant, ok := a.tenantFromToken(r); ok {
+				ctx := context.WithValue(r.Context(), tenantKey{}, tenant)
+				ctx = context.WithValue(ctx, actorKey{}, "tenant:"+tenant)
+				next.ServeHTTP(w, r.WithContext(ctx))
+				return
+			}
+		}
 		if !ok || len(want) == 0 || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
 			h.Set("WWW-Authenticate", `Bearer realm="malleable"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or invalid bearer token"})

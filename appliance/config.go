@@ -205,15 +205,33 @@ func (e *ConfigError) Error() string {
 // in a *ConfigError, each naming its section.key.
 func ParseConfig(data []byte, defaults Config) (Config, error) {
 	cfg := defaults
+	problems := DecodeINI(data, &cfg)
+	var ce *ConfigError
+	if err := cfg.Validate(); errors.As(err, &ce) {
+		problems = append(problems, ce.Problems...)
+	}
+	if len(problems) > 0 {
+		return cfg, &ConfigError{Problems: problems}
+	}
+	return cfg, nil
+}
+
+// DecodeINI decodes INI data into dst, a pointer to a struct whose fields
+// are sections (tag `ini:"name"`) of keys (tag `ini:"key"`), strictly:
+// unknown sections and keys and values of the wrong type are problems,
+// returned all together as "section.key: why". Well-formed keys are decoded
+// even when others are not. Keys absent from data keep dst's values.
+func DecodeINI(data []byte, dst any) []string {
 	f, err := ini.LoadSources(ini.LoadOptions{IgnoreInlineComment: true}, data)
 	if err != nil {
-		return cfg, &ConfigError{Problems: []string{"syntax: " + err.Error()}}
+		return []string{"syntax: " + err.Error()}
 	}
 	// Copy the well-formed keys into a clean file, so one bad key neither
 	// hides the others nor keeps the rest of its section from being checked.
 	clean := ini.Empty()
 	var problems []string
-	sections := sectionFields(reflect.TypeOf(cfg))
+	root := reflect.ValueOf(dst).Elem()
+	sections := sectionFields(root.Type())
 	for _, sec := range f.Sections() {
 		name := sec.Name()
 		if name == ini.DefaultSection {
@@ -243,20 +261,14 @@ func ParseConfig(data []byte, defaults Config) (Config, error) {
 			}
 		}
 	}
-	for name, field := range sections {
-		dst := reflect.ValueOf(&cfg).Elem().FieldByIndex(field.Index).Addr().Interface()
-		if err := clean.Section(name).StrictMapTo(dst); err != nil {
+	for _, name := range sortedKeys(sections) {
+		field := sections[name]
+		fdst := root.FieldByIndex(field.Index).Addr().Interface()
+		if err := clean.Section(name).StrictMapTo(fdst); err != nil {
 			problems = append(problems, fmt.Sprintf("[%s]: %v", name, err))
 		}
 	}
-	var ce *ConfigError
-	if err := cfg.Validate(); errors.As(err, &ce) {
-		problems = append(problems, ce.Problems...)
-	}
-	if len(problems) > 0 {
-		return cfg, &ConfigError{Problems: problems}
-	}
-	return cfg, nil
+	return problems
 }
 
 // Validate checks the values of every section, completes derived paths, and

@@ -117,15 +117,23 @@ func bootAllowed(st *store.Store) func(ctx context.Context, project, node string
 	}
 }
 
-// m2Routes mounts the M2 API in the appliance's router. The admin token,
-// checked before any route runs, acts for every project; boot scripts need
-// only their token.
+// m2Routes mounts the M2 API in the appliance's router. The caller was
+// authenticated before any route runs: the admin token acts for every
+// project, a tenant's token for the tenant's project only. Attaching needs
+// the node to be held by the project, and boot scripts are served (by
+// token alone) only while it still is.
 func m2Routes(r *mux.Router, b *server.Backend, st *store.Store, log *slog.Logger) {
 	server.Register(r, server.HandlerConfig{
-		Backend:     b,
-		Authorize:   func(*http.Request) (server.Caller, bool) { return server.Caller{Admin: true}, true },
-		BootAllowed: bootAllowed(st),
-		Logger:      log,
+		Backend: b,
+		Authorize: func(r *http.Request) (server.Caller, bool) {
+			if t := tenantOf(r.Context()); t != "" {
+				return server.Caller{Project: t}, true
+			}
+			return server.Caller{Admin: true}, true
+		},
+		AttachAllowed: bootAllowed(st),
+		BootAllowed:   bootAllowed(st),
+		Logger:        log,
 	})
 }
 

@@ -34,7 +34,10 @@ type HandlerConfig struct {
 	// BootAllowed, if set, is asked before a boot script is served by
 	// token: the appliance refuses nodes no longer leased to the project.
 	BootAllowed func(ctx context.Context, project, node string) error
-	Logger      *slog.Logger
+	// AttachAllowed, if set, is asked before a project's disk is attached
+	// to a node: the appliance requires the node to be held by the project.
+	AttachAllowed func(ctx context.Context, project, node string) error
+	Logger        *slog.Logger
 }
 
 // Handler returns the M2 API: images (admin), a project's disks and
@@ -284,6 +287,11 @@ func (h *handler) attach(w http.ResponseWriter, r *http.Request, _ Caller) error
 		return err
 	}
 	v := mux.Vars(r)
+	if h.AttachAllowed != nil {
+		if err := h.AttachAllowed(r.Context(), v["project"], req.Node); err != nil {
+			return fmt.Errorf("%w: %v", errForbidden, err)
+		}
+	}
 	a, err := h.Backend.Attach(r.Context(), v["project"], v["disk"], req.Node)
 	if err != nil {
 		return err
