@@ -3,6 +3,7 @@ package iscsi_test
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -385,7 +386,14 @@ func TestErrorsFromTgtadm(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No tgtd on this control port: tgtadm exits with ENOTCONN.
-	none := iscsi.New(iscsi.Options{ControlPort: f.tgtd.ControlPort() ^ 1, Logger: iscsitest.Logger(t)})
+	port := f.tgtd.ControlPort()
+	for {
+		port = 1024 + (port+1)%(iscsi.MaxControlPort-1024)
+		if _, err := os.Stat("/var/run/tgtd/socket." + strconv.Itoa(port)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	none := iscsi.New(iscsi.Options{ControlPort: port, Logger: iscsitest.Logger(t)})
 	if _, err := none.List(ctx); !errors.Is(err, iscsi.ErrNoDaemon) || !errors.As(err, &te) || te.ExitCode != 107 {
 		t.Errorf("List without tgtd = %v, want ErrNoDaemon with exit 107", err)
 	}
