@@ -50,16 +50,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	if now == nil {
 		now = time.Now
 	}
-	if err := os.MkdirAll(cfg.Appliance.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	token, created, err := EnsureToken(cfg.Appliance.AdminTokenFile)
+	token, sec, err := openState(cfg, log)
 	if err != nil {
 		return err
 	}
-	if created {
-		log.Info("generated admin token", "path", cfg.Appliance.AdminTokenFile)
-	}
+	defer sec.Close()
 	st, err := store.Open(ctx, cfg.Store.Path)
 	if err != nil {
 		return err
@@ -67,12 +62,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	defer st.Close()
 	v, _ := st.SchemaVersion(ctx)
 	log.Info("store open", "path", cfg.Store.Path, "schema_version", v)
-	sec, err := secrets.OpenFile(cfg.Secrets.File)
-	if err != nil {
-		return fmt.Errorf("open secret store: %w", err)
-	}
-	defer sec.Close()
-
 	alloc, err := newAllocator(cfg, st, sec, log)
 	if err != nil {
 		return err
@@ -152,6 +141,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// openState creates the data directory, the admin token and the secret
+// store: what every role of the appliance needs first.
+func openState(cfg Config, log *slog.Logger) (token string, sec *secrets.FileStore, err error) {
+	if err := os.MkdirAll(cfg.Appliance.DataDir, 0o700); err != nil {
+		return "", nil, fmt.Errorf("create data directory: %w", err)
+	}
+	token, created, err := EnsureToken(cfg.Appliance.AdminTokenFile)
+	if err != nil {
+		return "", nil, err
+	}
+	if created {
+		log.Info("generated admin token", "path", cfg.Appliance.AdminTokenFile)
+	}
+	sec, err = secrets.OpenFile(cfg.Secrets.File)
+	if err != nil {
+		return "", nil, fmt.Errorf("open secret store: %w", err)
+	}
+	return token, sec, nil
 }
 
 // EnsureToken returns the admin token kept in path, generating a new random

@@ -16,7 +16,6 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
-	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/storage"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -141,19 +140,9 @@ func m2Routes(r *mux.Router, b *server.Backend, st *store.Store, log *slog.Logge
 // host apart from the appliance: its API on [m2] listen, authenticated with
 // the admin token, until ctx ends.
 func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
-	if err := os.MkdirAll(cfg.Appliance.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	token, created, err := EnsureToken(cfg.Appliance.AdminTokenFile)
+	token, sec, err := openState(cfg, log)
 	if err != nil {
 		return err
-	}
-	if created {
-		log.Info("generated admin token", "path", cfg.Appliance.AdminTokenFile)
-	}
-	sec, err := secrets.OpenFile(cfg.Secrets.File)
-	if err != nil {
-		return fmt.Errorf("open secret store: %w", err)
 	}
 	defer sec.Close()
 	m, err := startM2(ctx, cfg, sec, log)

@@ -17,7 +17,7 @@ var ErrHandoverOpen = errors.New("node has an unfinished handover")
 const handoverQuery = `SELECT h.id, n.name, h.from_tenant, h.to_tenant, h.step, h.status, h.attempts,
 	h.last_error, h.created_at, h.updated_at FROM handovers h JOIN nodes n ON n.id = h.node_id`
 
-func scanHandover(row interface{ Scan(...any) error }) (lease.Handover, error) {
+func scanHandover(row scanner) (lease.Handover, error) {
 	var h lease.Handover
 	var created, updated int64
 	err := row.Scan(&h.ID, &h.Node, &h.From, &h.To, &h.Step, &h.Status, &h.Attempts, &h.LastError, &created, &updated)
@@ -93,20 +93,7 @@ func (s *Store) ListHandovers(ctx context.Context, f HandoverFilter) ([]lease.Ha
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list handovers: %w", err)
-	}
-	defer rows.Close()
-	out := []lease.Handover{}
-	for rows.Next() {
-		h, err := scanHandover(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list handovers: %w", err)
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
+	return collect(ctx, s, "list handovers", scanHandover, q, args...)
 }
 
 // JournalEntry is one line of a handover's journal.

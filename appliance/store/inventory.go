@@ -33,7 +33,7 @@ func (s *Store) CreateTenant(ctx context.Context, t inventory.Tenant, now time.T
 
 const tenantCols = `name, description, foreman_url, state, created_at`
 
-func scanTenant(row interface{ Scan(...any) error }) (inventory.Tenant, error) {
+func scanTenant(row scanner) (inventory.Tenant, error) {
 	var t inventory.Tenant
 	var created int64
 	err := row.Scan(&t.Name, &t.Description, &t.ForemanURL, &t.State, &created)
@@ -55,20 +55,7 @@ func (s *Store) GetTenant(ctx context.Context, name string) (inventory.Tenant, e
 
 // ListTenants returns every tenant, by name.
 func (s *Store) ListTenants(ctx context.Context) ([]inventory.Tenant, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+tenantCols+` FROM tenants ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
-	}
-	defer rows.Close()
-	out := []inventory.Tenant{}
-	for rows.Next() {
-		t, err := scanTenant(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list tenants: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return collect(ctx, s, "list tenants", scanTenant, `SELECT `+tenantCols+` FROM tenants ORDER BY name`)
 }
 
 // DeleteTenant removes a tenant and its past leases. A tenant that still
@@ -146,7 +133,7 @@ const nodeQuery = `SELECT n.name, n.description, n.bmc_host, n.bmc_port, n.bmc_u
 	coalesce((SELECT group_concat(mac, ',') FROM (SELECT mac FROM node_macs WHERE node_id = n.id ORDER BY mac)), '')
 	FROM nodes n`
 
-func scanNode(row interface{ Scan(...any) error }) (inventory.Node, error) {
+func scanNode(row scanner) (inventory.Node, error) {
 	var n inventory.Node
 	var created int64
 	var macs string
@@ -173,20 +160,7 @@ func (s *Store) GetNode(ctx context.Context, name string) (inventory.Node, error
 
 // ListNodes returns every node, by name.
 func (s *Store) ListNodes(ctx context.Context) ([]inventory.Node, error) {
-	rows, err := s.r.QueryContext(ctx, nodeQuery+` ORDER BY n.name`)
-	if err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
-	}
-	defer rows.Close()
-	out := []inventory.Node{}
-	for rows.Next() {
-		n, err := scanNode(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list nodes: %w", err)
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return collect(ctx, s, "list nodes", scanNode, nodeQuery+` ORDER BY n.name`)
 }
 
 // DeleteNode removes a node and its past leases. A node with a scheduled or

@@ -18,7 +18,7 @@ var ErrUnknownRef = fmt.Errorf("unknown reference: %w", ErrNotFound)
 const leaseQuery = `SELECT l.id, n.name, t.name, l.start_at, l.end_at, l.cancelled, l.created_at
 	FROM leases l JOIN nodes n ON n.id = l.node_id JOIN tenants t ON t.id = l.tenant_id`
 
-func scanLease(row interface{ Scan(...any) error }) (lease.Lease, error) {
+func scanLease(row scanner) (lease.Lease, error) {
 	var l lease.Lease
 	var start, end, created int64
 	err := row.Scan(&l.ID, &l.Node, &l.Tenant, &start, &end, &l.Cancelled, &created)
@@ -161,20 +161,7 @@ func (s *Store) ListLeases(ctx context.Context, f LeaseFilter) ([]lease.Lease, e
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list leases: %w", err)
-	}
-	defer rows.Close()
-	out := []lease.Lease{}
-	for rows.Next() {
-		l, err := scanLease(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list leases: %w", err)
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return collect(ctx, s, "list leases", scanLease, q, args...)
 }
 
 // CancelLease cancels lease id at now (see lease.Cancel) and returns it as
