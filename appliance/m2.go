@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -82,15 +83,90 @@ func startM2(ctx context.Context, cfg Config, sec secretStore, log *slog.Logger)
 		vols.Close()
 		return nil, err
 	}
+	sup := &tgtdSupervisor{tgtd: tgtd, opts: opts, backend: b, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+	if tgtd != nil {
+		go sup.watch(context.WithoutCancel(ctx))
+	} else {
+		close(sup.done)
+	}
 	return &m2Backend{backend: b, close: func(ctx context.Context) {
+		sup.shutdown(ctx)
 		b.Close()
-		if tgtd != nil {
-			if err := tgtd.Stop(ctx); err != nil {
-				log.Warn("stop tgtd", "err", err)
-			}
-		}
 		vols.Close()
 	}}, nil
+}
+
+// tgtdSupervisor restarts a supervised tgtd that died and has the backend
+// re-create every target in it: tgtd keeps its targets in memory only.
+type tgtdSupervisor struct {
+	opts    iscsi.Options
+	backend *server.Backend
+	log     *slog.Logger
+	stop    chan struct{} // closed to end watch
+	done    chan struct{} // closed when watch has returned
+
+	mu   sync.Mutex
+	tgtd *iscsi.Tgtd
+}
+
+func (s *tgtdSupervisor) current() *iscsi.Tgtd {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tgtd
+}
+
+// watch waits for tgtd to exit and brings it back, with a growing pause
+// between attempts, until stop is closed.
+func (s *tgtdSupervisor) watch(ctx context.Context) {
+	defer close(s.done)
+	pause := time.Second
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.current().Done():
+		}
+		s.log.Error("tgtd exited; restarting it and re-creating its targets", "err", s.current().Err())
+		restarted := false
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(pause):
+			}
+			if !restarted {
+				t, err := iscsi.StartTgtd(ctx, s.opts)
+				if err != nil {
+					s.log.Error("restart tgtd", "err", err)
+					pause = min(2*pause, time.Minute)
+					continue
+				}
+				s.mu.Lock()
+				s.tgtd = t
+				s.mu.Unlock()
+				restarted = true
+			}
+			if err := s.backend.Recover(ctx); err != nil {
+				s.log.Error("re-create targets", "err", err)
+				pause = min(2*pause, time.Minute)
+				continue
+			}
+			s.log.Info("tgtd restarted, targets re-created")
+			pause = time.Second
+			break
+		}
+	}
+}
+
+// shutdown stops watching, then stops tgtd.
+func (s *tgtdSupervisor) shutdown(ctx context.Context) {
+	close(s.stop)
+	<-s.done
+	if t := s.current(); t != nil {
+		if err := t.Stop(ctx); err != nil {
+			s.log.Warn("stop tgtd", "err", err)
+		}
+	}
 }
 
 // m2Disks is the handover's unbind step over the M2 backend: the old

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -583,6 +584,44 @@ func TestM2Serve(t *testing.T) {
 			t.Errorf("token %q: %d, want %d", tc.token, resp.StatusCode, tc.want)
 		}
 	}
+	// The CLI's image and disk commands speak the same /m2/v1 API.
+	cli := func(args ...string) string {
+		c := exec.Command(binary, args...)
+		c.Env = []string{"MALLEABLE_SERVER=" + a, "MALLEABLE_TOKEN=" + strings.TrimSpace(string(token)), "HOME=" + dir}
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("malleable %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	img := filepath.Join(dir, "golden.img")
+	os.WriteFile(img, append([]byte("golden"), make([]byte, 1<<20)...), 0o600)
+	cli("image", "import", "golden", "--file", img)
+	cli("disk", "create", "acme", "web-1", "--image", "golden")
+
+	// tgtd dies: the backend restarts it and re-creates the target.
+	controlPort := strconv.Itoa(20000 + portal%10000)
+	showTargets := func() string {
+		out, _ := exec.Command("tgtadm", "-C", controlPort, "--lld", "iscsi", "--op", "show", "--mode", "target").CombinedOutput()
+		return string(out)
+	}
+	const iqn = "iqn.2026-11.io.malleable:acme.web-1"
+	if !strings.Contains(showTargets(), iqn) {
+		t.Fatalf("target not in tgtd:\n%s", showTargets())
+	}
+	pid, err := exec.Command("pgrep", "-f", "tgtd -f --iscsi portal=127.0.0.1:"+strconv.Itoa(portal)).Output()
+	if err != nil {
+		t.Fatalf("find tgtd: %v", err)
+	}
+	exec.Command("kill", "-9", strings.Fields(string(pid))[0]).Run()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(showTargets(), iqn) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tgtd was not restarted with its target:\n%s", logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("m2 serve exited with %v:\n%s", err, logs.String())
