@@ -128,7 +128,7 @@ func (a *API) Router() *mux.Router {
 	v1.Handle("/leases/{id}/extend", a.handle(a.extendLease)).Methods(http.MethodPost)
 	v1.Handle("/audit", a.handle(a.listAudit)).Methods(http.MethodGet)
 	a.hardwareRoutes(v1)
-	(&Broker{api: a}).routes(r)       // the broker's own handlers check it is configured
+	a.brokerRoutes(r)                 // answers 503 when no allocator is configured
 	m2Routes(r, a.m2, a.store, a.log) // answers 503 when M2 is not enabled
 	return r
 }

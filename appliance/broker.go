@@ -35,11 +35,10 @@ func tenantOf(ctx context.Context) string {
 	return s
 }
 
-// routes mounts the broker under /broker/v1 on r. The handlers reach the
-// configured broker through the API, answering 503 if there is none.
-func (b *Broker) routes(r *mux.Router) {
+// brokerRoutes mounts the broker under /broker/v1 on r. The handlers reach
+// the configured broker through the API, answering 503 if there is none.
+func (api *API) brokerRoutes(r *mux.Router) {
 	v1 := prefixed{r, "/broker/v1"}
-	api := b.api
 	h := func(f func(*Broker, http.ResponseWriter, *http.Request) error) http.Handler {
 		return api.handle(func(w http.ResponseWriter, r *http.Request) error {
 			if api.broker == nil {
