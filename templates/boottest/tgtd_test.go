@@ -112,7 +112,7 @@ func freeTCPPort() (int, error) {
 // so that cleanup never removes another tgtd's files.
 func freeControlPort() int {
 	for {
-		n := 20000 + rand.IntN(40000)
+		n := 1000 + rand.IntN(31000) // tgtd takes -C 0-32767
 		if _, err := os.Stat(filepath.Join(tgtdSocketDir, fmt.Sprintf("socket.%d.lock", n))); errors.Is(err, os.ErrNotExist) {
 			return n
 		}
