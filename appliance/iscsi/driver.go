@@ -130,6 +130,14 @@ func (d *Driver) apply(ctx context.Context, st *state, t Target) error {
 		return fmt.Errorf("apply target %s: %w: account %q is bound to %s (tid %d)",
 			t.IQN, ErrConflict, t.CHAPUser, owner.IQN, owner.TID)
 	}
+	// A target bound to someone else's account is re-created rather than
+	// repaired: tgtd 1.0.85 crashes on the next listing after an account
+	// that is not the last bound one is unbound.
+	if cur := st.byIQN(t.IQN); cur != nil && slices.ContainsFunc(cur.Accounts, func(a string) bool { return a != t.CHAPUser }) {
+		if err := d.remove(ctx, st, cur); err != nil {
+			return fmt.Errorf("apply target %s: re-create a target with a foreign account: %w", t.IQN, err)
+		}
+	}
 	cur, err := d.ensureTarget(ctx, st, t.IQN)
 	if err != nil {
 		return fmt.Errorf("apply target %s: %w", t.IQN, err)

@@ -75,6 +75,11 @@ func (d *Driver) run(ctx context.Context, op string, args ...string) ([]byte, er
 	start := time.Now()
 	err := cmd.Run()
 	d.log.Debug("tgtadm", "op", op, "args", redact(argv), "duration", time.Since(start), "error", err)
+	// A tgtd that dies mid-request leaves tgtadm exiting 0 with nothing on
+	// stdout: that must not read as "no targets".
+	if err == nil && bytes.Contains(stderr.Bytes(), []byte("tgtd closed the socket")) {
+		return nil, &TgtadmError{Op: op, ExitCode: 0, Message: strings.TrimSpace(stderr.String()), kind: ErrNoDaemon}
+	}
 	if err == nil {
 		return stdout.Bytes(), nil
 	}

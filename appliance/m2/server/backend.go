@@ -130,10 +130,17 @@ func (b *Backend) Recover(ctx context.Context) error {
 		var keys []string
 		for rows.Next() {
 			var k string
-			rows.Scan(&k)
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return fmt.Errorf("m2: recover: %w", err)
+			}
 			keys = append(keys, k)
 		}
+		err = rows.Err()
 		rows.Close()
+		if err != nil {
+			return fmt.Errorf("m2: recover: %w", err)
+		}
 		for _, k := range keys {
 			if err := b.cfg.Storage.Remove(ctx, q.vol+k); err != nil {
 				return fmt.Errorf("m2: recover: remove %s%s: %w", q.vol, k, err)

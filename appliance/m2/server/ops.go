@@ -151,7 +151,7 @@ func (b *Backend) CreateDisk(ctx context.Context, project, name, source string) 
 		}
 		srcVol = "images/" + src
 	case "snapshot":
-		if err := m2.ValidateName("snapshot", src); err != nil {
+		if err := m2.ValidateDiskName("snapshot", src); err != nil {
 			return m2.Disk{}, err
 		}
 		var id int64
@@ -329,6 +329,11 @@ func (b *Backend) detach(ctx context.Context, d diskRow) error {
 	d.node, d.initiator, d.bootTokenHash = "", "", ""
 	if _, err := b.db.ExecContext(ctx, `UPDATE disks SET node = '', initiator = '', boot_token_sha256 = '' WHERE id = ?`, d.id); err != nil {
 		return err
+	}
+	// tgtd keeps sessions already logged in when the ACL and secret change:
+	// drop the target, so the node is cut off now; rotate re-creates it.
+	if err := b.cfg.Targets.Remove(ctx, b.iqn(d.project, d.name)); err != nil {
+		return fmt.Errorf("detach %s/%s: drop sessions: %w", d.project, d.name, err)
 	}
 	if err := b.rotate(ctx, d); err != nil {
 		return fmt.Errorf("detach %s/%s: %w", d.project, d.name, err)
