@@ -106,9 +106,13 @@ func GoldenImage(tb testing.TB, dir string, size int64, marker string) (path str
 
 // lookTool returns the path of an installed program, or skips tb (fails it
 // under MALLEABLE_REQUIRE_REAL=1) naming the Debian package to install.
+// /usr/sbin (tgtd, tgtadm) is searched even when it is not on PATH.
 func lookTool(tb testing.TB, name, debianPackage string) string {
 	tb.Helper()
 	path, err := exec.LookPath(name)
+	if err != nil {
+		path, err = exec.LookPath(filepath.Join("/usr/sbin", name))
+	}
 	if err != nil {
 		missing(tb, fmt.Sprintf("%s not installed (Debian: apt-get install %s)", name, debianPackage))
 	}

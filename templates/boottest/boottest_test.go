@@ -247,17 +247,23 @@ func TestBootISCSIRefused(t *testing.T) {
 	g.newTarget(tg)
 	tests := map[string]struct {
 		mutate  func(*templates.SANBoot)
+		ipxe    string // iPXE's reason, on the console
 		tgtdLog string // what tgtd logs for each refused login, if anything
 	}{
 		"wrong CHAP secret": {
 			mutate:  func(s *templates.SANBoot) { s.CHAPSecret = "wrong-secret-Zt8Kq2xVb9" },
+			ipxe:    "Operation not permitted",
 			tgtdLog: "CHAP initiator auth.: authentication of " + tg.Initiator + " failed",
 		},
 		"unknown CHAP user": {
-			mutate: func(s *templates.SANBoot) { s.CHAPUser = "tenant-x" },
+			mutate:  func(s *templates.SANBoot) { s.CHAPUser = "tenant-x" },
+			ipxe:    "Operation not permitted",
+			tgtdLog: "No valid user/pass combination for initiator " + tg.Initiator,
 		},
+		// tgtd logs nothing when its ACL turns an initiator away.
 		"initiator not in the ACL": {
 			mutate: func(s *templates.SANBoot) { s.InitiatorIQN = "iqn.2026-11.cloud.malleable:node-x" },
+			ipxe:   "No such device",
 		},
 	}
 	for name, tc := range tests {
@@ -275,6 +281,9 @@ func TestBootISCSIRefused(t *testing.T) {
 			serial := n.Serial()
 			if strings.Contains(serial, marker) {
 				t.Fatalf("the node booted the disk with refused credentials:\n%s", tail(serial))
+			}
+			if !strings.Contains(serial, failure+": "+tc.ipxe) {
+				t.Errorf("the console does not show %q:\n%s", failure+": "+tc.ipxe, tail(serial))
 			}
 			if !strings.Contains(serial, "iSCSI boot failed, retrying in 1 second") {
 				t.Errorf("the script's retry message is not on the console:\n%s", tail(serial))

@@ -27,6 +27,7 @@ type tgtd struct {
 	Control int // tgtd -C
 	Port    int // iSCSI portal port on 127.0.0.1
 	logPath string
+	proc    *os.Process
 	exited  chan struct{}
 	tids    []int
 }
@@ -70,7 +71,7 @@ func (g *tgtd) start(bin string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	g.exited = make(chan struct{})
+	g.proc, g.exited = cmd.Process, make(chan struct{})
 	go func() { cmd.Wait(); close(g.exited) }()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -160,8 +161,8 @@ func (g *tgtd) newTarget(t target) {
 	g.adm("--op", "bind", "--mode", "target", "--tid", tid, "-Q", t.Initiator)
 }
 
-// stop deletes every target (tgtd ignores SIGTERM while targets exist),
-// then the system, waits for tgtd to exit, and removes its socket files.
+// stop deletes every target, then the system (tgtd -f ignored SIGTERM
+// here, even without targets), waits for tgtd to exit, and removes its socket files.
 func (g *tgtd) stop() {
 	select {
 	case <-g.exited:
@@ -182,7 +183,9 @@ func (g *tgtd) stop() {
 	select {
 	case <-g.exited:
 	case <-time.After(10 * time.Second):
-		g.tb.Errorf("tgtd -C %d did not exit after delete system", g.Control)
+		g.tb.Errorf("tgtd -C %d did not exit after delete system; killing it", g.Control)
+		g.proc.Kill()
+		<-g.exited
 	}
 	g.removeSocket()
 }
