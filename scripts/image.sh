@@ -14,6 +14,7 @@ trap 'rm -rf "$ctx"' EXIT
 echo "==> building static binary (version $version)"
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$ctx/out/malleable" ./cmd/malleable
 mkdir -p "$ctx/out/data"
+cp scripts/container.ini "$ctx/out/appliance.ini"
 
 # The runtime stage of the Dockerfile, reading from this context instead of
 # the build stage: one definition of the image for both paths.

@@ -34,7 +34,7 @@ staticcheck ./...
 if docker info >/dev/null 2>&1; then
 	echo "==> container image (no registry)"
 	scripts/image.sh malleable:test
-	cid=$(docker run -d --rm -p 127.0.0.1::8780 malleable:test)
+	cid=$(docker run -d -p 127.0.0.1::8780 malleable:test)
 	trap 'docker rm -f "$cid" >/dev/null 2>&1 || true' EXIT
 	port=$(docker port "$cid" 8780/tcp | head -n1 | sed 's/.*://')
 	for _ in $(seq 50); do
