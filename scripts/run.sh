@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_go
+# The embedded M2 storage backend runs tgtd (as root).
+[ "$(id -u)" -eq 0 ] && ensure_apt tgt
 mkdir -p bin
 version=$(git describe --always --dirty 2>/dev/null || echo dev)
 CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$version" -o bin/malleable ./cmd/malleable

@@ -36,6 +36,9 @@ func defaultDataDir(e env) string {
 // error, exit 2.
 func loadConfig(e env, path string, override func(*appliance.Config)) (appliance.Config, error) {
 	defaults := appliance.DefaultConfig(defaultDataDir(e))
+	// M2 storage runs tgtd, which needs root: without root it is off unless
+	// a configuration turns it on.
+	defaults.M2.Enabled = e.uid == 0
 	var data []byte
 	if path != "" {
 		b, err := os.ReadFile(path)
