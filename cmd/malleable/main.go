@@ -45,6 +45,7 @@ Usage: malleable <command> [arguments]
 Daemon:
   serve            run the appliance (embedded defaults without --config)
   m2 serve         run the M2 storage backend alone (a separate storage host)
+  smart-proxy      run one tenant's Foreman smart-proxy; 'smart-proxy health' checks it
   config check F   validate an appliance.ini; exit 2 listing every problem
   config example   print a commented example appliance.ini
   version          print the version
@@ -102,6 +103,8 @@ func dispatch(ctx context.Context, e env, args []string) error {
 		return cmdServe(ctx, e, rest)
 	case "m2":
 		return cmdM2(ctx, e, rest)
+	case "smart-proxy":
+		return cmdSmartProxy(ctx, e, rest)
 	case "version", "--version":
 		return cmdVersion(e, rest)
 	case "config":
