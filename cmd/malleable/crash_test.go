@@ -50,7 +50,7 @@ func TestCrashSafety(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "state")
 	cfg := filepath.Join(dir, "appliance.ini")
-	os.WriteFile(cfg, []byte("[leases]\nmin_duration = 1s\n[reconcile]\nschedule = @every 1h\nmax_attempts = 1000\npower_off_timeout = 20s\n[bmc]\ntimeout = 500ms\n"), 0o600)
+	os.WriteFile(cfg, []byte("[m2]\nenabled = false\n[leases]\nmin_duration = 1s\n[reconcile]\nschedule = @every 1h\nmax_attempts = 1000\npower_off_timeout = 20s\n[bmc]\ntimeout = 500ms\n"), 0o600)
 	serveArgs := []string{"--config", cfg}
 
 	d := startDaemon(t, data, serveArgs...)

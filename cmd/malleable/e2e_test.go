@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,6 +59,13 @@ func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 // startDaemonEnv is startDaemon with extra environment variables.
 func startDaemonEnv(t *testing.T, dataDir string, env []string, extra ...string) *daemon {
 	t.Helper()
+	if !slices.Contains(extra, "--config") {
+		// No M2 unless a test asks for it: its tgtd would take the
+		// machine's default iSCSI portal and control socket.
+		cfg := filepath.Join(t.TempDir(), "appliance.ini")
+		os.WriteFile(cfg, []byte("[m2]\nenabled = false\n"), 0o600)
+		extra = append(extra, "--config", cfg)
+	}
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)

@@ -1,0 +1,413 @@
+package smartproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/m2"
+)
+
+const (
+	foremanCN = "foreman.acme.example"
+	bmcUser   = "acme"
+	bmcPass   = "virtual-bmc-secret"
+	tenant    = "acme"
+)
+
+// testLogger sends the proxy's logs to the test's log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// harness is a Server over a fake broker and stub storage, served over
+// real TLS on loopback with a test CA.
+type harness struct {
+	t       testing.TB
+	cfg     Config
+	srv     *Server
+	ts      *httptest.Server
+	broker  *fakeBroker
+	storage *stubStorage
+	ca      *testCA
+	foreman *http.Client // presents the trusted CN
+}
+
+// testConfig is a valid configuration whose files live in dir.
+func testConfig(t testing.TB, dir string, ca *testCA) Config {
+	t.Helper()
+	sc, sk := ca.issue(t, "proxy.acme.example", true)
+	cfg := DefaultConfig()
+	cfg.Proxy.HTTPSListen = "127.0.0.1:0"
+	cfg.Proxy.SSLCertificate = writeFile(t, dir, "proxy.crt", sc)
+	cfg.Proxy.SSLPrivateKey = writeFile(t, dir, "proxy.key", sk)
+	cfg.Proxy.SSLCAFile = writeFile(t, dir, "ca.crt", ca.pem)
+	cfg.Proxy.TrustedHosts = "other.example, Foreman.ACME.example" // compared lowercased
+	cfg.Broker.URL = "http://appliance.invalid:8780"
+	cfg.Broker.TokenFile = writeFile(t, dir, "broker.token", []byte("mlb_0123456789abcdef\n"))
+	cfg.Broker.StatusTimeout = 300 * time.Millisecond
+	cfg.BMC.Username = bmcUser
+	cfg.BMC.PasswordFile = writeFile(t, dir, "bmc.password", []byte(bmcPass+"\n"))
+	return cfg
+}
+
+func newHarness(t testing.TB, mutate func(*Config)) *harness {
+	t.Helper()
+	ca := newTestCA(t, "Malleable test CA")
+	cfg := testConfig(t, t.TempDir(), ca)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, cfg: cfg, broker: newFakeBroker(), storage: newStubStorage(), ca: ca}
+	log := slog.New(slog.DiscardHandler)
+	if tt, ok := t.(*testing.T); ok {
+		log = testLogger(tt)
+	}
+	srv, err := New(cfg, Options{Broker: h.broker, Storage: h.storage, Version: "1.4.0", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = srv
+	h.ts = httptest.NewUnstartedServer(srv.Handler())
+	h.ts.TLS = srv.TLSConfig()
+	h.ts.StartTLS()
+	t.Cleanup(h.ts.Close)
+	h.foreman = h.client(ca.clientCert(t, foremanCN))
+	return h
+}
+
+// client returns an HTTPS client that trusts the test CA and presents
+// certs.
+func (h *harness) client(certs ...tls.Certificate) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: h.ca.pool(), Certificates: certs, MinVersion: tls.VersionTLS12}}}
+}
+
+// foremanRequest builds a request exactly as Foreman's ProxyAPI::Resource
+// (RestClient) sends it: Accept JSON, request and session ids, and a
+// form-encoded body for PUT. Callers add the Basic credentials.
+func foremanRequest(base, method, path, body string) *http.Request {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, base+path, rd)
+	if err != nil {
+		panic(err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept-Encoding", "gzip;q=1.0,deflate;q=0.6,identity;q=0.3")
+	req.Header.Set("User-Agent", "rest-client/2.1.0 (linux x86_64) ruby/3.1.2p20")
+	req.Header.Set("X-Request-Id", "0b6c5f0e-7a6b-4c43-9d5e-1a2b3c4d5e6f")
+	req.Header.Set("X-Session-Id", "6f5e4d3c-2b1a-4e5d-9c43-7a6b0e5f6c0b")
+	if body != "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	return req
+}
+
+// do sends req with c and returns the status, Content-Type and body.
+func do(t testing.TB, c *http.Client, req *http.Request) (int, string, string) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+// fakeNode is a node as the fake broker knows it for the tenant.
+type fakeNode struct {
+	name, bmc string
+	on, held  bool
+	next      *time.Time
+	fail      error // every call fails with it
+	hang      bool  // every call waits for its deadline
+}
+
+// fakeBroker answers like the appliance's broker, for tenant acme. acts
+// records the commands that reached a "BMC": only a held node's.
+type fakeBroker struct {
+	mu    sync.Mutex
+	nodes []*fakeNode
+	acts  []string
+}
+
+var nextLease = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+func newFakeBroker() *fakeBroker {
+	return &fakeBroker{nodes: []*fakeNode{
+		{name: "node-1", bmc: "10.0.0.5", on: true, held: true},
+		{name: "node-2", bmc: "10.0.0.6", held: true},
+		{name: "node-3", bmc: "10.0.0.7", on: true, next: &nextLease},
+		{name: "node-4", bmc: "10.0.0.8", on: true},
+		{name: "node-9", bmc: "10.0.0.9", held: true, fail: &APIError{Status: 502, Message: "node node-9: power control failed: no answer from the BMC"}},
+		{name: "node-10", bmc: "10.0.0.10", held: true, hang: true},
+	}}
+}
+
+func (b *fakeBroker) find(ctx context.Context, ref string) (*fakeNode, error) {
+	b.mu.Lock()
+	var found *fakeNode
+	for _, n := range b.nodes {
+		if n.name == ref || n.bmc == ref {
+			found = n
+			break
+		}
+	}
+	b.mu.Unlock()
+	switch {
+	case found == nil:
+		return nil, &APIError{Status: 404, Message: fmt.Sprintf("node %q is not leased to %s", ref, tenant)}
+	case found.hang:
+		<-ctx.Done()
+		return nil, fmt.Errorf("GET /broker/v1/nodes/%s/power: %w", ref, ctx.Err())
+	}
+	return found, found.fail
+}
+
+// refusal is the broker's 403 for a node the tenant does not hold.
+func refusal(n *fakeNode) error {
+	msg := fmt.Sprintf("node %s is not leased to %s now", n.name, tenant)
+	if n.next != nil {
+		msg += "; its next lease to " + tenant + " starts " + n.next.Format(time.RFC3339)
+	} else {
+		msg += " and has no lease of it ahead"
+	}
+	return &APIError{Status: 403, Message: msg, NextLeaseStart: n.next}
+}
+
+func (b *fakeBroker) Whoami(context.Context) (string, error) { return tenant, nil }
+
+func (b *fakeBroker) Nodes(context.Context) ([]Lease, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []Lease
+	for _, n := range b.nodes {
+		if n.held || n.next != nil {
+			out = append(out, Lease{Node: n.name, BMCHost: n.bmc, MACs: []string{"52:54:00:00:00:0" + n.name[len(n.name)-1:]}, State: "active"})
+		}
+	}
+	return out, nil
+}
+
+func (b *fakeBroker) PowerStatus(ctx context.Context, ref string) (Power, error) {
+	n, err := b.find(ctx, ref)
+	if err != nil {
+		return Power{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := Power{Node: n.name, Power: "off", Held: n.held, NextLeaseStart: n.next}
+	if n.held && n.on {
+		p.Power = "on"
+	}
+	return p, nil
+}
+
+func (b *fakeBroker) Power(ctx context.Context, ref, action string) error {
+	n, err := b.find(ctx, ref)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !n.held {
+		return refusal(n)
+	}
+	switch action {
+	case "on", "cycle", "reset":
+		n.on = true
+	case "off", "soft":
+		n.on = false
+	}
+	b.acts = append(b.acts, n.name+" "+action)
+	return nil
+}
+
+func (b *fakeBroker) SetBootDevice(ctx context.Context, ref, device string, persistent bool) error {
+	n, err := b.find(ctx, ref)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !n.held {
+		return refusal(n)
+	}
+	b.acts = append(b.acts, fmt.Sprintf("%s boot %s persistent=%t", n.name, device, persistent))
+	return nil
+}
+
+func (b *fakeBroker) takeActs() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := b.acts
+	b.acts = nil
+	return out
+}
+
+// stubStorage is an in-memory M2 API for tenant acme's project.
+type stubStorage struct {
+	mu    sync.Mutex
+	disks map[string]m2.Disk
+	snaps []m2.Snapshot
+}
+
+const stubToken = "b007b007b007b007b007b007b007b007b007b007b007b007b007b007b007b007"
+
+func newStubStorage() *stubStorage { return &stubStorage{disks: map[string]m2.Disk{}} }
+
+func (s *stubStorage) own(project string) error {
+	if project != tenant {
+		return &APIError{Status: 404, Message: fmt.Sprintf("project %q: not found", project)}
+	}
+	return nil
+}
+
+func (s *stubStorage) Images(context.Context) ([]m2.Image, error) {
+	return []m2.Image{{Name: "debian-12", Size: 1 << 30}, {Name: "rocky_9", Size: 2 << 30}}, nil
+}
+
+func (s *stubStorage) Disks(_ context.Context, project string) ([]m2.Disk, error) {
+	if err := s.own(project); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []m2.Disk
+	for _, d := range s.disks {
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (s *stubStorage) Disk(_ context.Context, project, name string) (m2.Disk, error) {
+	if err := s.own(project); err != nil {
+		return m2.Disk{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.disks[name]
+	if !ok {
+		return d, &APIError{Status: 404, Message: fmt.Sprintf("disk %s/%s: not found", project, name)}
+	}
+	return d, nil
+}
+
+func (s *stubStorage) CreateDisk(_ context.Context, project, name, image, snapshot string) (m2.Disk, error) {
+	if err := s.own(project); err != nil {
+		return m2.Disk{}, err
+	}
+	if err := m2.ValidateDiskName("disk", name); err != nil {
+		return m2.Disk{}, &APIError{Status: 400, Message: err.Error()}
+	}
+	if (image == "") == (snapshot == "") {
+		return m2.Disk{}, &APIError{Status: 400, Message: "bad request: give exactly one of image or snapshot"}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.disks[name]; ok {
+		return m2.Disk{}, &APIError{Status: 409, Message: fmt.Sprintf("disk %s/%s: already exists", project, name)}
+	}
+	src := "image:" + image
+	if snapshot != "" {
+		src = "snapshot:" + snapshot
+	}
+	d := m2.Disk{Project: project, Name: name, Source: src, Size: 1 << 30,
+		Target: m2.Target{Portal: "192.0.2.10:3260", IQN: "iqn.2026-11.io.malleable:" + project + "." + name, LUN: 1, CHAPUser: "m2-d1"}}
+	s.disks[name] = d
+	return d, nil
+}
+
+func (s *stubStorage) DeleteDisk(_ context.Context, project, name string) error {
+	if _, err := s.Disk(context.Background(), project, name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.disks, name)
+	return nil
+}
+
+func (s *stubStorage) Attach(_ context.Context, project, disk, node string) (m2.Attachment, error) {
+	d, err := s.Disk(context.Background(), project, disk)
+	if err != nil {
+		return m2.Attachment{}, err
+	}
+	if node != "node-1" && node != "node-2" {
+		return m2.Attachment{}, &APIError{Status: 403, Message: "forbidden: node " + node + " is not held by " + project}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d.Node = node
+	s.disks[disk] = d
+	return m2.Attachment{Disk: disk, Node: node, Initiator: "iqn.2026-11.io.malleable:node." + node, BootToken: stubToken}, nil
+}
+
+func (s *stubStorage) Detach(_ context.Context, project, disk string) error {
+	_, err := s.Disk(context.Background(), project, disk)
+	return err
+}
+
+func (s *stubStorage) DiskBootScript(_ context.Context, project, disk string) ([]byte, error) {
+	if _, err := s.Disk(context.Background(), project, disk); err != nil {
+		return nil, err
+	}
+	return []byte("#!ipxe\nsanboot --keep iscsi:192.0.2.10::3260:1:iqn.2026-11.io.malleable:acme." + disk + "\n"), nil
+}
+
+func (s *stubStorage) BootScript(_ context.Context, token string) ([]byte, error) {
+	if token != stubToken {
+		return nil, &APIError{Status: 404, Message: "no boot script for this token"}
+	}
+	return []byte("#!ipxe\nset username m2-d1\nset password s3cret\nsanboot --keep iscsi:192.0.2.10::3260:1:iqn.2026-11.io.malleable:acme.web1\n"), nil
+}
+
+func (s *stubStorage) CreateSnapshot(_ context.Context, project, disk, name string) (m2.Snapshot, error) {
+	if _, err := s.Disk(context.Background(), project, disk); err != nil {
+		return m2.Snapshot{}, err
+	}
+	sn := m2.Snapshot{Project: project, Name: name, Disk: disk}
+	s.mu.Lock()
+	s.snaps = append(s.snaps, sn)
+	s.mu.Unlock()
+	return sn, nil
+}
+
+func (s *stubStorage) Snapshots(_ context.Context, project string) ([]m2.Snapshot, error) {
+	if err := s.own(project); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]m2.Snapshot(nil), s.snaps...), nil
+}
+
+func (s *stubStorage) RemoveSnapshot(_ context.Context, project, name string) error {
+	return s.own(project)
+}
