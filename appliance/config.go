@@ -4,19 +4,16 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"path/filepath"
-	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
-	"gopkg.in/ini.v1"
 
+	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
@@ -189,15 +186,9 @@ func DefaultConfig(dataDir string) Config {
 	}
 }
 
-// ConfigError lists every problem found in a configuration. Each problem
-// names its section.key.
-type ConfigError struct {
-	Problems []string
-}
-
-func (e *ConfigError) Error() string {
-	return fmt.Sprintf("invalid configuration (%d problem(s)):\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
-}
+// ConfigError lists every problem found in a configuration, each naming
+// its section.key.
+type ConfigError = inicfg.Error
 
 // ParseConfig reads INI data over defaults, then validates and completes
 // the result (derived paths). Every problem — syntax, unknown sections and
@@ -205,7 +196,7 @@ func (e *ConfigError) Error() string {
 // in a *ConfigError, each naming its section.key.
 func ParseConfig(data []byte, defaults Config) (Config, error) {
 	cfg := defaults
-	problems := DecodeINI(data, &cfg)
+	problems := inicfg.Decode(data, &cfg)
 	var ce *ConfigError
 	if err := cfg.Validate(); errors.As(err, &ce) {
 		problems = append(problems, ce.Problems...)
@@ -214,61 +205,6 @@ func ParseConfig(data []byte, defaults Config) (Config, error) {
 		return cfg, &ConfigError{Problems: problems}
 	}
 	return cfg, nil
-}
-
-// DecodeINI decodes INI data into dst, a pointer to a struct whose fields
-// are sections (tag `ini:"name"`) of keys (tag `ini:"key"`), strictly:
-// unknown sections and keys and values of the wrong type are problems,
-// returned all together as "section.key: why". Well-formed keys are decoded
-// even when others are not. Keys absent from data keep dst's values.
-func DecodeINI(data []byte, dst any) []string {
-	f, err := ini.LoadSources(ini.LoadOptions{IgnoreInlineComment: true}, data)
-	if err != nil {
-		return []string{"syntax: " + err.Error()}
-	}
-	// Copy the well-formed keys into a clean file, so one bad key neither
-	// hides the others nor keeps the rest of its section from being checked.
-	clean := ini.Empty()
-	var problems []string
-	root := reflect.ValueOf(dst).Elem()
-	sections := sectionFields(root.Type())
-	for _, sec := range f.Sections() {
-		name := sec.Name()
-		if name == ini.DefaultSection {
-			for _, k := range sec.Keys() {
-				problems = append(problems, fmt.Sprintf("%s: key outside any section", k.Name()))
-			}
-			continue
-		}
-		field, ok := sections[name]
-		if !ok {
-			problems = append(problems, fmt.Sprintf("[%s]: unknown section (known: %s)", name, strings.Join(sortedKeys(sections), ", ")))
-			continue
-		}
-		keys := keyTypes(field.Type)
-		for _, k := range sec.Keys() {
-			typ, ok := keys[k.Name()]
-			if !ok {
-				problems = append(problems, fmt.Sprintf("%s.%s: unknown key (known: %s)", name, k.Name(), strings.Join(sortedKeys(keys), ", ")))
-				continue
-			}
-			if msg := checkType(k, typ); msg != "" {
-				problems = append(problems, fmt.Sprintf("%s.%s: %s", name, k.Name(), msg))
-				continue
-			}
-			if _, err := clean.Section(name).NewKey(k.Name(), k.Value()); err != nil {
-				problems = append(problems, fmt.Sprintf("%s.%s: %v", name, k.Name(), err))
-			}
-		}
-	}
-	for _, name := range sortedKeys(sections) {
-		field := sections[name]
-		fdst := root.FieldByIndex(field.Index).Addr().Interface()
-		if err := clean.Section(name).StrictMapTo(fdst); err != nil {
-			problems = append(problems, fmt.Sprintf("[%s]: %v", name, err))
-		}
-	}
-	return problems
 }
 
 // Validate checks the values of every section, completes derived paths, and
@@ -298,7 +234,7 @@ func (c *Config) Validate() error {
 	} else {
 		a.AdminTokenFile = absPath(a.AdminTokenFile)
 	}
-	if _, err := ParseLogLevel(a.LogLevel); err != nil {
+	if _, err := inicfg.ParseLogLevel(a.LogLevel); err != nil {
 		bad("appliance.log_level", "%v", err)
 	}
 	if a.LogFormat != "text" && a.LogFormat != "json" {
@@ -464,21 +400,6 @@ func (c *Config) SetDataDir(dir string) {
 	c.Appliance.DataDir = dir
 }
 
-// ParseLogLevel parses debug, info, warn or error.
-func ParseLogLevel(s string) (slog.Level, error) {
-	switch s {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info":
-		return slog.LevelInfo, nil
-	case "warn":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
-}
-
 // validListen reports whether s is host:port with an IP address or DNS name
 // (or nothing, for every address) and a port 0-65535.
 func validListen(s string) bool {
@@ -508,59 +429,4 @@ func absPath(p string) string {
 		return a
 	}
 	return filepath.Clean(p)
-}
-
-// sectionFields maps each INI section name to its field of Config.
-func sectionFields(t reflect.Type) map[string]reflect.StructField {
-	out := map[string]reflect.StructField{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		out[f.Tag.Get("ini")] = f
-	}
-	return out
-}
-
-// keyTypes maps each INI key of a section struct to its Go type.
-func keyTypes(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		out[strings.Split(f.Tag.Get("ini"), ",")[0]] = f.Type
-	}
-	return out
-}
-
-var durationType = reflect.TypeFor[time.Duration]()
-
-// checkType returns why k's value cannot become typ, or "".
-func checkType(k *ini.Key, typ reflect.Type) string {
-	var err error
-	switch {
-	case typ == durationType:
-		var d time.Duration
-		if d, err = k.Duration(); err == nil && d < 0 {
-			return fmt.Sprintf("%q is negative", k.String())
-		}
-		if err != nil {
-			return fmt.Sprintf("%q is not a duration (for example 90s, 15m, 168h)", k.String())
-		}
-	case typ.Kind() == reflect.Int:
-		if _, err = k.Int(); err != nil {
-			return fmt.Sprintf("%q is not an integer", k.String())
-		}
-	case typ.Kind() == reflect.Bool:
-		if _, err = k.Bool(); err != nil {
-			return fmt.Sprintf("%q is not true or false", k.String())
-		}
-	}
-	return ""
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

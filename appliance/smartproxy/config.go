@@ -4,13 +4,12 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/malleable-cloud/malleable/appliance"
 )
 
 // ExampleINI is the commented example configuration shipped with the
@@ -107,16 +106,16 @@ func DefaultConfig() Config {
 
 // ParseConfig reads INI data over defaults and validates the result. All
 // problems (syntax, unknown sections and keys, bad values) are reported
-// together in an *appliance.ConfigError, each naming its section.key.
+// together in an *inicfg.Error, each naming its section.key.
 func ParseConfig(data []byte, defaults Config) (Config, error) {
 	cfg := defaults
-	problems := appliance.DecodeINI(data, &cfg)
-	var ce *appliance.ConfigError
+	problems := inicfg.Decode(data, &cfg)
+	var ce *inicfg.Error
 	if err := cfg.Validate(); errors.As(err, &ce) {
 		problems = append(problems, ce.Problems...)
 	}
 	if len(problems) > 0 {
-		return cfg, &appliance.ConfigError{Problems: problems}
+		return cfg, &inicfg.Error{Problems: problems}
 	}
 	return cfg, nil
 }
@@ -125,7 +124,7 @@ func ParseConfig(data []byte, defaults Config) (Config, error) {
 const maxStatusTimeout = 3 * time.Second
 
 // Validate checks every value and reports all problems at once in an
-// *appliance.ConfigError.
+// *inicfg.Error.
 func (c *Config) Validate() error {
 	var p []string
 	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
@@ -163,7 +162,7 @@ func (c *Config) Validate() error {
 			bad("smart_proxy.trusted_hosts", "%q contains white space or control characters", h)
 		}
 	}
-	if _, err := appliance.ParseLogLevel(s.LogLevel); err != nil {
+	if _, err := inicfg.ParseLogLevel(s.LogLevel); err != nil {
 		bad("smart_proxy.log_level", "%v", err)
 	}
 	if s.LogFormat != "text" && s.LogFormat != "json" {
@@ -201,7 +200,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if len(p) > 0 {
-		return &appliance.ConfigError{Problems: p}
+		return &inicfg.Error{Problems: p}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -68,7 +69,7 @@ func displayPath(p string) string {
 }
 
 func newLogger(e env, cfg appliance.Config) *slog.Logger {
-	level, _ := appliance.ParseLogLevel(cfg.Appliance.LogLevel) // validated already
+	level, _ := inicfg.ParseLogLevel(cfg.Appliance.LogLevel) // validated already
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Appliance.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(e.stderr, opts))

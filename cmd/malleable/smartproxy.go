@@ -5,11 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"log/slog"
 	"os"
 	"strings"
 
-	"github.com/malleable-cloud/malleable/appliance"
 	"github.com/malleable-cloud/malleable/appliance/smartproxy"
 )
 
@@ -58,7 +58,7 @@ func (f proxyFlags) load() (smartproxy.Config, error) {
 		if err != nil {
 			return cfg, usagef("read config: %v", err)
 		}
-		problems = appliance.DecodeINI(data, &cfg)
+		problems = inicfg.Decode(data, &cfg)
 	}
 	for _, o := range []struct {
 		flag *string
@@ -76,7 +76,7 @@ func (f proxyFlags) load() (smartproxy.Config, error) {
 			*o.dst = *o.flag
 		}
 	}
-	var ce *appliance.ConfigError
+	var ce *inicfg.Error
 	if err := cfg.Validate(); errors.As(err, &ce) {
 		problems = append(problems, ce.Problems...)
 	}
@@ -85,13 +85,13 @@ func (f proxyFlags) load() (smartproxy.Config, error) {
 		if *f.config != "" {
 			where = *f.config + " with flags"
 		}
-		return cfg, &usageError{fmt.Sprintf("%s: %v", where, &appliance.ConfigError{Problems: problems})}
+		return cfg, &usageError{fmt.Sprintf("%s: %v", where, &inicfg.Error{Problems: problems})}
 	}
 	return cfg, nil
 }
 
 func proxyLogger(e env, cfg smartproxy.Config) *slog.Logger {
-	level, _ := appliance.ParseLogLevel(cfg.Proxy.LogLevel) // validated already
+	level, _ := inicfg.ParseLogLevel(cfg.Proxy.LogLevel) // validated already
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Proxy.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(e.stderr, opts))
