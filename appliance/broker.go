@@ -81,17 +81,20 @@ type access struct {
 }
 
 // access resolves ref (a node name or BMC host) for tenant at now. A node
-// the tenant cannot see is reported as not found.
+// the tenant never leased is reported as not found, like an unknown one.
 func (b *Broker) access(ctx context.Context, tenant, ref string) (access, error) {
 	var a access
 	if err := inventory.ValidateText("node", ref, 255); err != nil || ref == "" {
 		return a, &httpError{status: http.StatusBadRequest, msg: "node: a node name or BMC address is required"}
 	}
+	notLeased := &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("node %q is not leased to %s", ref, tenant)}
 	n, err := b.api.store.FindNode(ctx, ref)
-	if errors.Is(err, store.ErrNotFound) {
-		return a, &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("node %q is not leased to %s", ref, tenant)}
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return a, notLeased
+	case errors.Is(err, store.ErrAmbiguous):
+		return a, &httpError{status: http.StatusConflict, msg: err.Error()}
+	case err != nil:
 		return a, err
 	}
 	a.node = n
@@ -99,6 +102,18 @@ func (b *Broker) access(ctx context.Context, tenant, ref string) (access, error)
 	l, found, err := b.api.store.NextLease(ctx, n.Name, tenant, now)
 	if err != nil {
 		return a, err
+	}
+	if !found {
+		// A node the tenant never leased is none of its business: it
+		// looks exactly like one that does not exist. A node it leased
+		// before reads "off".
+		leased, err := b.api.store.HasLeased(ctx, n.Name, tenant)
+		if err != nil {
+			return a, err
+		}
+		if !leased {
+			return a, notLeased
+		}
 	}
 	if found {
 		if !l.Start.After(now) {

@@ -47,18 +47,37 @@ func (s *Store) TenantByToken(ctx context.Context, hash string) (string, error) 
 	return name, err
 }
 
+// ErrAmbiguous means a BMC address names more than one node (BMCs sharing
+// an IP address on different ports).
+var ErrAmbiguous = errors.New("ambiguous")
+
 // FindNode returns the node named ref or, failing that, the one whose BMC
-// host is ref: Foreman addresses nodes by their BMC address.
+// host is ref: Foreman addresses nodes by their BMC address. An address
+// shared by several nodes is refused with ErrAmbiguous rather than guessed.
 func (s *Store) FindNode(ctx context.Context, ref string) (inventory.Node, error) {
 	n, err := s.GetNode(ctx, ref)
 	if !errors.Is(err, ErrNotFound) {
 		return n, err
 	}
-	n, err = scanNode(s.r.QueryRowContext(ctx, nodeQuery+` WHERE n.bmc_host = ? ORDER BY n.name LIMIT 1`, ref))
-	if errors.Is(err, sql.ErrNoRows) {
+	ns, err := collect(ctx, s, "find node", scanNode, nodeQuery+` WHERE n.bmc_host = ? ORDER BY n.name LIMIT 2`, ref)
+	switch {
+	case err != nil:
+		return n, err
+	case len(ns) == 0:
 		return n, notFound("node", ref)
+	case len(ns) > 1:
+		return n, fmt.Errorf("BMC address %s belongs to several nodes (%s, %s, ...): address them by name: %w", ref, ns[0].Name, ns[1].Name, ErrAmbiguous)
 	}
-	return n, err
+	return ns[0], nil
+}
+
+// HasLeased reports whether tenant has, or had, a lease of node that was
+// not cancelled: the nodes a tenant may know of.
+func (s *Store) HasLeased(ctx context.Context, node, tenant string) (bool, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM leases l JOIN nodes n ON n.id = l.node_id JOIN tenants t ON t.id = l.tenant_id
+		WHERE n.name = ? AND t.name = ? AND l.cancelled = 0`, node, tenant).Scan(&n)
+	return n > 0, err
 }
 
 // NextLease returns tenant's earliest non-cancelled lease of node that has
