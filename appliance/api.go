@@ -175,7 +175,12 @@ func (a *API) secure(next http.Handler) http.Handler {
 		}
 		if strings.HasPrefix(r.URL.Path, server.Prefix+"/boot/") && r.Method == http.MethodGet {
 			// A node's iPXE fetches its boot script with the unguessable
-			// per-attach token in the path: its only credential.
+			// per-attach token in the path: its only credential. A
+			// tenant's smart-proxy relaying it also sends its own token,
+			// and then gets only its own tenant's scripts.
+			if tenant, ok := a.tenantFromToken(r); ok {
+				r = r.WithContext(context.WithValue(r.Context(), tenantKey{}, tenant))
+			}
 			next.ServeHTTP(w, r)
 			return
 		}

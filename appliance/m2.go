@@ -181,6 +181,9 @@ func (d m2Disks) UnbindNode(ctx context.Context, node, tenant string) error {
 // project holds the node.
 func bootAllowed(st *store.Store) func(ctx context.Context, project, node string) error {
 	return func(ctx context.Context, project, node string) error {
+		if t := tenantOf(ctx); t != "" && t != project {
+			return fmt.Errorf("a disk of %s, asked for by %s", project, t)
+		}
 		holder, err := st.Holder(ctx, node)
 		if err != nil {
 			return err

@@ -274,10 +274,10 @@ func (c *Client) DiskBootScript(ctx context.Context, project, disk string) ([]by
 	return c.send(ctx, http.MethodGet, m2Path("projects", project, "disks", disk, "boot.ipxe"), nil, true)
 }
 
-// BootScript implements Storage. The token is the only credential: the
-// tenant's is not sent.
+// BootScript implements Storage. The tenant's credential goes with the
+// node's token, so the appliance serves only this tenant's scripts.
 func (c *Client) BootScript(ctx context.Context, token string) ([]byte, error) {
-	return c.send(ctx, http.MethodGet, m2Path("boot", token), nil, false)
+	return c.send(ctx, http.MethodGet, m2Path("boot", token), nil, true)
 }
 
 // CreateSnapshot implements Storage.

@@ -73,7 +73,7 @@ func TestClientWire(t *testing.T) {
 		{"PUT", "/broker/v1/nodes/node-3/power", "Bearer mlb_token", "application/json", `{"action":"on"}`},
 		{"PUT", "/broker/v1/nodes/node-1/boot-device", "Bearer mlb_token", "application/json", `{"device":"pxe","persistent":true}`},
 		{"GET", "/broker/v1/nodes/odd/power", "Bearer mlb_token", "", ""},
-		{"GET", "/m2/v1/boot/" + stubToken, "", "", ""}, // the token is the credential
+		{"GET", "/m2/v1/boot/" + stubToken, "Bearer mlb_token", "", ""}, // only this tenant's scripts
 		{"GET", "/m2/v1/projects/acme/disks/a%2Fb", "Bearer mlb_token", "", ""},
 	}
 	if len(got) != len(want) {
