@@ -21,27 +21,6 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
-// iscsiTargets adapts the tgtd driver to what the M2 backend needs.
-type iscsiTargets struct{ d *iscsi.Driver }
-
-func toISCSI(t server.TargetSpec) iscsi.Target {
-	return iscsi.Target{IQN: t.IQN, Backing: t.Backing, CHAPUser: t.CHAPUser, CHAPSecret: t.CHAPSecret, Initiators: t.Initiators}
-}
-
-func (a iscsiTargets) Apply(ctx context.Context, t server.TargetSpec) error {
-	return a.d.Apply(ctx, toISCSI(t))
-}
-
-func (a iscsiTargets) Remove(ctx context.Context, iqn string) error { return a.d.Remove(ctx, iqn) }
-
-func (a iscsiTargets) Reconcile(ctx context.Context, want []server.TargetSpec) error {
-	ts := make([]iscsi.Target, len(want))
-	for i, t := range want {
-		ts[i] = toISCSI(t)
-	}
-	return a.d.Reconcile(ctx, ts)
-}
-
 // m2Backend is a running M2 backend with what it owns.
 type m2Backend struct {
 	backend *server.Backend
@@ -75,7 +54,7 @@ func startM2(ctx context.Context, cfg Config, sec secretStore, log *slog.Logger)
 		portal = m.Portal
 	}
 	b, err := server.Open(ctx, server.Config{DB: filepath.Join(m.Dir, "m2.db"), IQNPrefix: m.IQNPrefix, Portal: portal,
-		Storage: vols, Targets: iscsiTargets{iscsi.New(opts)}, Secrets: sec, Logger: log})
+		Storage: vols, Targets: iscsi.New(opts), Secrets: sec, Logger: log})
 	if err != nil {
 		if tgtd != nil {
 			tgtd.Stop(context.WithoutCancel(ctx))

@@ -4,12 +4,13 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/inicfg"
 )
 
 // ExampleINI is the commented example configuration shipped with the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"io"
 	"log/slog"
 	"net/http"
@@ -105,9 +106,9 @@ func (u unbind) UnbindNode(ctx context.Context, node, tenant string) error {
 // noTargets stands in for tgtd: the tests check access, not iSCSI.
 type noTargets struct{}
 
-func (noTargets) Apply(context.Context, server.TargetSpec) error       { return nil }
-func (noTargets) Remove(context.Context, string) error                 { return nil }
-func (noTargets) Reconcile(context.Context, []server.TargetSpec) error { return nil }
+func (noTargets) Apply(context.Context, iscsi.Target) error       { return nil }
+func (noTargets) Remove(context.Context, string) error            { return nil }
+func (noTargets) Reconcile(context.Context, []iscsi.Target) error { return nil }
 
 // applianceRig is a running in-process appliance.
 type applianceRig struct {

@@ -126,7 +126,7 @@ func TestRealBootFromDisk(t *testing.T) {
 	// The qemu node reaches the host's loopback, where tgtd listens, as
 	// 10.0.2.2.
 	a := newRealAppliance(t, realConfig{start: t0.Add(-time.Minute), sims: map[string]*bmctest.Sim{"node-1": sim1, "node-2": sim2},
-		portal: fmt.Sprintf("10.0.2.2:%d", tgtd.Portal().Port()), targets: tgtdTargets{tgtd.Driver()}, log: log.With("side", "appliance")})
+		portal: fmt.Sprintf("10.0.2.2:%d", tgtd.Portal().Port()), targets: tgtd.Driver(), log: log.With("side", "appliance")})
 	const marker = "M2-SANBOOT-OK node-1 globex"
 	if _, err := a.admin.ImportImage(ctx, "golden", boottest.GoldenImage(t, "", 64<<20, marker)); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,6 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/client"
 	"github.com/malleable-cloud/malleable/appliance/hil"
-	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
@@ -70,30 +69,6 @@ func (p simPower) SetBootDevice(ctx context.Context, node, device string, persis
 		return err
 	}
 	return p.ipmi.SetBootDevice(ctx, t, device, persistent)
-}
-
-// tgtdTargets adapts the tgtd driver to server.Targets, as the appliance
-// does (appliance/m2.go; unexported there).
-type tgtdTargets struct{ d *iscsi.Driver }
-
-var _ server.Targets = tgtdTargets{}
-
-func toTgtd(t server.TargetSpec) iscsi.Target {
-	return iscsi.Target{IQN: t.IQN, Backing: t.Backing, CHAPUser: t.CHAPUser, CHAPSecret: t.CHAPSecret, Initiators: t.Initiators}
-}
-
-func (a tgtdTargets) Apply(ctx context.Context, t server.TargetSpec) error {
-	return a.d.Apply(ctx, toTgtd(t))
-}
-
-func (a tgtdTargets) Remove(ctx context.Context, iqn string) error { return a.d.Remove(ctx, iqn) }
-
-func (a tgtdTargets) Reconcile(ctx context.Context, want []server.TargetSpec) error {
-	ts := make([]iscsi.Target, len(want))
-	for i, t := range want {
-		ts[i] = toTgtd(t)
-	}
-	return a.d.Reconcile(ctx, ts)
 }
 
 // realConfig is what newRealAppliance wires in.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/malleable-cloud/malleable/appliance"
+	"github.com/malleable-cloud/malleable/appliance/inicfg"
 )
 
 // version is set at link time: -ldflags "-X main.version=v1.2.3".

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"log/slog"
 	"os"
 	"strings"
 
+	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"github.com/malleable-cloud/malleable/appliance/smartproxy"
 )
 

@@ -22,25 +22,18 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/m2"
 	"github.com/malleable-cloud/malleable/appliance/storage"
 	"github.com/malleable-cloud/malleable/templates"
 )
 
-// TargetSpec is one iSCSI target as the backend wants it.
-type TargetSpec struct {
-	IQN        string
-	Backing    string
-	CHAPUser   string
-	CHAPSecret string
-	Initiators []string
-}
-
-// Targets is the iSCSI layer: tgtd through tgtadm.
+// Targets is the iSCSI layer: tgtd through tgtadm; *iscsi.Driver
+// implements it.
 type Targets interface {
-	Apply(ctx context.Context, t TargetSpec) error
+	Apply(ctx context.Context, t iscsi.Target) error
 	Remove(ctx context.Context, iqn string) error
-	Reconcile(ctx context.Context, want []TargetSpec) error
+	Reconcile(ctx context.Context, want []iscsi.Target) error
 }
 
 // Secrets keeps CHAP secrets.
@@ -189,23 +182,23 @@ func (b *Backend) iqn(project, disk string) string {
 func (b *Backend) InitiatorIQN(node string) string { return b.cfg.IQNPrefix + ":node." + node }
 
 // spec is the target a disk should have in tgtd.
-func (b *Backend) spec(ctx context.Context, d diskRow) (TargetSpec, error) {
+func (b *Backend) spec(ctx context.Context, d diskRow) (iscsi.Target, error) {
 	path, err := b.cfg.Storage.Path(b.volume(d))
 	if err != nil {
-		return TargetSpec{}, fmt.Errorf("disk %s/%s: %w", d.project, d.name, err)
+		return iscsi.Target{}, fmt.Errorf("disk %s/%s: %w", d.project, d.name, err)
 	}
 	secret, err := b.cfg.Secrets.Get(ctx, b.secretPath(d))
 	if err != nil {
-		return TargetSpec{}, fmt.Errorf("disk %s/%s: CHAP secret: %w", d.project, d.name, err)
+		return iscsi.Target{}, fmt.Errorf("disk %s/%s: CHAP secret: %w", d.project, d.name, err)
 	}
-	t := TargetSpec{IQN: b.iqn(d.project, d.name), Backing: path, CHAPUser: b.chapUser(d), CHAPSecret: string(secret)}
+	t := iscsi.Target{IQN: b.iqn(d.project, d.name), Backing: path, CHAPUser: b.chapUser(d), CHAPSecret: string(secret)}
 	if d.initiator != "" {
 		t.Initiators = []string{d.initiator}
 	}
 	return t, nil
 }
 
-func (b *Backend) wantTargets(ctx context.Context) ([]TargetSpec, error) {
+func (b *Backend) wantTargets(ctx context.Context) ([]iscsi.Target, error) {
 	rows, err := b.db.QueryContext(ctx, `SELECT `+diskCols+` FROM disks WHERE state = 'ready' ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("m2: list disks: %w", err)
@@ -220,7 +213,7 @@ func (b *Backend) wantTargets(ctx context.Context) ([]TargetSpec, error) {
 		ds = append(ds, d)
 	}
 	rows.Close()
-	want := make([]TargetSpec, 0, len(ds))
+	want := make([]iscsi.Target, 0, len(ds))
 	for _, d := range ds {
 		t, err := b.spec(ctx, d)
 		if err != nil {

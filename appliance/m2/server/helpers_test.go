@@ -52,30 +52,6 @@ func authorize(r *http.Request) (server.Caller, bool) {
 	return server.Caller{}, false
 }
 
-// iscsiTargets adapts the tgtd driver to server.Targets, as the appliance
-// does (appliance/m2.go; it lives in another package).
-type iscsiTargets struct{ d *iscsi.Driver }
-
-var _ server.Targets = iscsiTargets{}
-
-func toISCSI(t server.TargetSpec) iscsi.Target {
-	return iscsi.Target{IQN: t.IQN, Backing: t.Backing, CHAPUser: t.CHAPUser, CHAPSecret: t.CHAPSecret, Initiators: t.Initiators}
-}
-
-func (a iscsiTargets) Apply(ctx context.Context, t server.TargetSpec) error {
-	return a.d.Apply(ctx, toISCSI(t))
-}
-
-func (a iscsiTargets) Remove(ctx context.Context, iqn string) error { return a.d.Remove(ctx, iqn) }
-
-func (a iscsiTargets) Reconcile(ctx context.Context, want []server.TargetSpec) error {
-	ts := make([]iscsi.Target, len(want))
-	for i, t := range want {
-		ts[i] = toISCSI(t)
-	}
-	return a.d.Reconcile(ctx, ts)
-}
-
 // env is one M2 backend on a real tgtd, File storage and an in-memory
 // secret store, served through the real router by an httptest server.
 type env struct {
@@ -122,7 +98,7 @@ func (e *env) open() {
 	drv := iscsi.New(iscsi.Options{ControlPort: e.tgtd.ControlPort(), Logger: log})
 	b, err := server.Open(ctx, server.Config{
 		DB: filepath.Join(e.dir, "m2.db"), IQNPrefix: iqnPrefix, Portal: portal.String(),
-		Storage: vols, Targets: iscsiTargets{drv}, Secrets: e.secrets, Logger: log,
+		Storage: vols, Targets: drv, Secrets: e.secrets, Logger: log,
 	})
 	if err != nil {
 		vols.Close()

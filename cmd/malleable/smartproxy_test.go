@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// foremanCN is the CN of the tenant's Foreman client certificate.
+const foremanCN = "foreman.acme.example"
+
+// TestSmartProxyEndToEnd runs the real binary's `smart-proxy` for a tenant
+// of a real `serve`: Foreman's root requests over HTTPS with a client
+// certificate answer as the golden files in appliance/smartproxy/testdata
+// say, a read of a node the tenant does not hold goes through the broker
+// and reads off, `smart-proxy health` passes with the tenant's token and
+// fails with a wrong one, and SIGTERM stops the proxy cleanly.
+func TestSmartProxyEndToEnd(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
+	d.ok(t, "tenant", "add", "acme")
+	// A node acme has a lease of only later: acme knows it, and reads it off.
+	d.ok(t, "node", "add", "node-1", "--mac", "52:54:00:ac:00:01")
+	d.ok(t, "lease", "add", "--node", "node-1", "--tenant", "acme", "--start", "+1h", "--duration", "2h")
+	token := strings.TrimSpace(d.ok(t, "tenant", "token", "acme"))
+
+	dir := t.TempDir()
+	ca := newProxyPKI(t, dir)
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("broker.token", token+"\n")
+	write("wrong.token", "not-acme-s-token-0123456789abcdef\n")
+	write("bmc.password", "virtual-bmc-secret\n")
+	addr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	ini := func(tokenFile string) string {
+		return fmt.Sprintf(`[smart_proxy]
+https_listen = %s
+ssl_certificate = %s
+ssl_private_key = %s
+ssl_ca_file = %s
+trusted_hosts = %s
+log_level = debug
+[broker]
+url = http://%s
+token_file = %s
+[bmc]
+username = acme
+password_file = %s
+`, addr, filepath.Join(dir, "proxy.crt"), filepath.Join(dir, "proxy.key"), filepath.Join(dir, "ca.crt"),
+			foremanCN, d.addr, filepath.Join(dir, tokenFile), filepath.Join(dir, "bmc.password"))
+	}
+	cfg := write("proxy.ini", ini("broker.token"))
+	badCfg := write("wrong-token.ini", ini("wrong.token"))
+
+	p := startProxy(t, cfg)
+	if p.addr != addr {
+		t.Errorf("proxy announced %s, want %s", p.addr, addr)
+	}
+	base := "https://" + addr
+	foreman := ca.client(t, foremanCN)
+	for _, c := range []struct {
+		golden string
+		client *http.Client
+		path   string
+		login  bool
+	}{
+		{"features", foreman, "/features", false},
+		{"v2_features", foreman, "/v2/features", false},
+		{"v2_features_nocert", ca.client(t, ""), "/v2/features", false},
+		{"power_status_not_held", foreman, "/bmc/node-1/chassis/power/status", true},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, base+c.path, nil)
+		req.Header.Set("Accept", "application/json")
+		if c.login {
+			req.SetBasicAuth("acme", "virtual-bmc-secret")
+		}
+		status, ct, body := fetch(t, c.client, req)
+		wantStatus, wantCT, wantBody := readProxyGolden(t, c.golden)
+		if status != wantStatus || ct != wantCT || body != wantBody {
+			t.Errorf("GET %s = %d %q %q, want %d %q %q (testdata/%s.golden)", c.path, status, ct, body,
+				wantStatus, wantCT, wantBody, c.golden)
+		}
+		if c.golden != "v2_features" {
+			continue
+		}
+		var mods map[string]struct {
+			State string `json:"state"`
+		}
+		if err := json.Unmarshal([]byte(body), &mods); err != nil {
+			t.Fatalf("/v2/features: %v", err)
+		}
+		if len(mods) != 2 || mods["bmc"].State != "running" || mods["m2"].State != "running" {
+			t.Errorf("/v2/features modules = %+v, want bmc and m2 running", mods)
+		}
+	}
+
+	out, errOut, code := runProxyCmd(t, "smart-proxy", "health", "--config", cfg)
+	if code != 0 || !strings.HasPrefix(out, "ok:") || !strings.Contains(out, "tenant acme") {
+		t.Errorf("health: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runProxyCmd(t, "smart-proxy", "health", "--config", badCfg)
+	if code != 1 || !strings.Contains(errOut, "smart-proxy unhealthy") || !strings.Contains(errOut, "does not take its credential") {
+		t.Errorf("health with a wrong broker token: exit %d, want 1 with the reason\n%s%s", code, out, errOut)
+	}
+
+	p.stop(t)
+	if !strings.Contains(p.log.String(), "serving tenant") || !strings.Contains(p.log.String(), "tenant=acme") {
+		t.Errorf("the proxy never said which tenant it serves:\n%s", p.log)
+	}
+	d.stop(t)
+}
+
+// TestSmartProxyConfigCheck checks `smart-proxy config check`: every
+// problem of a bad file named by its section.key with exit 2, the shipped
+// example accepted.
+func TestSmartProxyConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.ini")
+	os.WriteFile(bad, []byte("[smart_proxy]\nhttps_port = 8443\nhttps_listen = :99999\n"+
+		"[broker]\nurl = appliance:8780\nstatus_timeout = 5s\n[bmc]\nusername = a:b\n"), 0o600)
+	out, errOut, code := runProxyCmd(t, "smart-proxy", "config", "check", bad)
+	if code != 2 {
+		t.Errorf("config check bad.ini: exit %d, want 2\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"smart_proxy.https_port: unknown key", "smart_proxy.https_listen", "smart_proxy.trusted_hosts",
+		"smart_proxy.ssl_certificate", "broker.url", "broker.token_file", "broker.status_timeout",
+		"bmc.username", "bmc.password_file",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("config check output lacks %q:\n%s", want, errOut)
+		}
+	}
+
+	example, _, code := runProxyCmd(t, "smart-proxy", "config", "example")
+	if code != 0 {
+		t.Fatalf("config example: exit %d", code)
+	}
+	ex := filepath.Join(dir, "example.ini")
+	os.WriteFile(ex, []byte(example), 0o600)
+	if out, errOut, code := runProxyCmd(t, "smart-proxy", "config", "check", ex); code != 0 || !strings.Contains(out, "OK") {
+		t.Errorf("the shipped example fails config check: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := runProxyCmd(t, "smart-proxy", "--config", bad); code != 2 || !strings.Contains(errOut, "broker.status_timeout") {
+		t.Errorf("smart-proxy with a bad config: exit %d, want 2\n%s", code, errOut)
+	}
+}
+
+// proxyProc is a running `malleable smart-proxy`.
+type proxyProc struct {
+	cmd  *exec.Cmd
+	addr string // the HTTPS listener
+	log  *bytes.Buffer
+	done chan error
+}
+
+// startProxy runs `malleable smart-proxy --config cfg` and waits until it
+// announces its HTTPS listener.
+func startProxy(t *testing.T, cfg string) *proxyProc {
+	t.Helper()
+	cmd := exec.Command(binary, "smart-proxy", "--config", cfg)
+	cmd.Env = []string{"HOME=" + t.TempDir()}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proxyProc{cmd: cmd, log: &bytes.Buffer{}, done: make(chan error, 1)}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.log.WriteString(line + "\n")
+			if rest, ok := strings.CutPrefix(line, "malleable: smart-proxy listening (https "); ok {
+				addr, _, _ := strings.Cut(rest, ")")
+				addr, _, _ = strings.Cut(addr, ",")
+				addrc <- addr
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	select {
+	case p.addr = <-addrc:
+	case err := <-p.done:
+		t.Fatalf("smart-proxy exited before listening: %v\n%s", err, p.log)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("smart-proxy did not announce its address:\n%s", p.log)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and requires a clean exit.
+func (p *proxyProc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("smart-proxy exited with %v after SIGTERM:\n%s", err, p.log)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("smart-proxy did not stop after SIGTERM:\n%s", p.log)
+	}
+}
+
+// runProxyCmd runs the binary with args and no appliance, returning its
+// stdout, stderr and exit code.
+func runProxyCmd(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"HOME=" + t.TempDir()}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), 0
+}
+
+// fetch sends req and returns the answer's status, Content-Type and body.
+func fetch(t *testing.T, c *http.Client, req *http.Request) (int, string, string) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
+}
+
+// readProxyGolden reads the status, Content-Type and body of the smart-proxy
+// package's golden answer name: the Ruby proxy's answer to the same request.
+func readProxyGolden(t *testing.T, name string) (int, string, string) {
+	t.Helper()
+	path := filepath.Join("..", "..", "appliance", "smartproxy", "testdata", name+".golden")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, ok := strings.Cut(string(b), "\n\n")
+	lines := strings.Split(head, "\n")
+	if !ok || len(lines) != 3 {
+		t.Fatalf("%s: want a request line, HTTP status and Content-Type, a blank line, the body", path)
+	}
+	status, err := strconv.Atoi(strings.TrimPrefix(lines[1], "HTTP "))
+	if err != nil {
+		t.Fatalf("%s: status line %q", path, lines[1])
+	}
+	return status, strings.TrimPrefix(lines[2], "Content-Type: "), body
+}
+
+// proxyPKI is a CA made for one test, which issued the proxy's server
+// certificate (proxy.crt, proxy.key; ca.crt is the CA) into a directory.
+type proxyPKI struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newProxyPKI(t *testing.T, dir string) *proxyPKI {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "Malleable test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &proxyPKI{key: key, pool: x509.NewCertPool()}
+	if ca.cert, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	ca.pool.AddCert(ca.cert)
+	certPEM, keyPEM := ca.issue(t, "localhost", true)
+	for name, data := range map[string][]byte{
+		"ca.crt":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"proxy.crt": certPEM,
+		"proxy.key": keyPEM,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ca
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// issue signs a certificate with subject CN cn: for the server on loopback,
+// or for a client.
+func (ca *proxyPKI) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key := newKey(t)
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.DNSNames = []string{"localhost"}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// client returns an HTTPS client that trusts the CA and presents a client
+// certificate with CN cn, or none if cn is empty.
+func (ca *proxyPKI) client(t *testing.T, cn string) *http.Client {
+	t.Helper()
+	tc := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
+	if cn != "" {
+		certPEM, keyPEM := ca.issue(t, cn, false)
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	tr := &http.Transport{TLSClientConfig: tc}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
