@@ -370,36 +370,10 @@ func shellWords(s string) ([]string, error) {
 // broker — with only the addresses and the state directory swapped for the
 // test's own.
 func TestREADMEHardwareWalkthrough(t *testing.T) {
-	for _, tool := range []string{"bash", "curl", "ipmi_sim", "qemu-system-x86_64"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("MALLEABLE_REQUIRE_REAL") == "1" {
-				t.Fatalf("%s is not installed", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
-	}
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, _ := strings.Cut(string(readme), "<!-- hardware-walkthrough:begin -->")
-	block, _, ok := strings.Cut(block, "<!-- hardware-walkthrough:end -->")
-	if !ok {
-		t.Fatal("README.md has no hardware walkthrough markers")
-	}
-	block = strings.TrimPrefix(strings.TrimSpace(block), "```sh")
-	block = strings.TrimSuffix(strings.TrimSpace(block), "```")
-
+	requireTools(t, "bash", "curl", "ipmi_sim", "qemu-system-x86_64")
+	block := readmeBlock(t, "hardware-walkthrough")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
-	token, err := os.ReadFile(filepath.Join(d.dataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := t.TempDir()
-	os.Mkdir(filepath.Join(work, "bin"), 0o755)
-	if err := os.Symlink(binary, filepath.Join(work, "bin", "malleable")); err != nil {
-		t.Fatal(err)
-	}
+	work, token := walkthroughDir(t, d)
 	repo, _ := filepath.Abs("../..")
 	simDir := filepath.Join(work, "bmcsim")
 	port := freeUDPPortPair(t)
@@ -412,7 +386,7 @@ func TestREADMEHardwareWalkthrough(t *testing.T) {
 	).Replace(block)
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir = work
-	cmd.Env = append(os.Environ(), "MALLEABLE_SERVER="+d.addr, "MALLEABLE_TOKEN="+strings.TrimSpace(string(token)),
+	cmd.Env = append(os.Environ(), "MALLEABLE_SERVER="+d.addr, "MALLEABLE_TOKEN="+token,
 		"BMCSIM_DIR="+simDir, fmt.Sprintf("BMCSIM_PORT=%d", port))
 	t.Cleanup(func() {
 		stop := exec.Command(filepath.Join(repo, "scripts", "bmc-sim.sh"), "stop")
@@ -452,25 +426,8 @@ func TestREADMEHardwareWalkthrough(t *testing.T) {
 // through bash: a golden image, a tenant's disk on a real tgtd, and a qemu
 // node that iPXE-boots it over iSCSI with CHAP and prints its greeting.
 func TestREADMEM2Walkthrough(t *testing.T) {
-	for _, tool := range []string{"bash", "tgtd", "tgtadm", "qemu-system-x86_64", "nasm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("MALLEABLE_REQUIRE_REAL") == "1" {
-				t.Fatalf("%s is not installed", tool)
-			}
-			t.Skipf("%s is not installed", tool)
-		}
-	}
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, _ := strings.Cut(string(readme), "<!-- m2-walkthrough:begin -->")
-	block, _, ok := strings.Cut(block, "<!-- m2-walkthrough:end -->")
-	if !ok {
-		t.Fatal("README.md has no M2 walkthrough markers")
-	}
-	block = strings.TrimPrefix(strings.TrimSpace(block), "```sh")
-	block = strings.TrimSuffix(strings.TrimSpace(block), "```")
+	requireTools(t, "bash", "tgtd", "tgtadm", "qemu-system-x86_64", "nasm")
+	block := readmeBlock(t, "m2-walkthrough")
 
 	dir := t.TempDir()
 	portal := freeTCPPort(t)
@@ -478,15 +435,7 @@ func TestREADMEM2Walkthrough(t *testing.T) {
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[m2]\nportal = 127.0.0.1:%d\nboot_portal = 10.0.2.2:%d\ntgtd_control_port = %d\n",
 		portal, portal, 20000+portal%10000)), 0o600)
 	d := startDaemon(t, filepath.Join(dir, "state"), "--config", cfg)
-	token, err := os.ReadFile(filepath.Join(d.dataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := t.TempDir()
-	os.Mkdir(filepath.Join(work, "bin"), 0o755)
-	if err := os.Symlink(binary, filepath.Join(work, "bin", "malleable")); err != nil {
-		t.Fatal(err)
-	}
+	work, token := walkthroughDir(t, d)
 	repo, _ := filepath.Abs("../..")
 	script := strings.NewReplacer(
 		"http://127.0.0.1:8780", "http://"+d.addr,
@@ -495,7 +444,7 @@ func TestREADMEM2Walkthrough(t *testing.T) {
 	).Replace(block)
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir = work
-	cmd.Env = append(os.Environ(), "MALLEABLE_SERVER="+d.addr, "MALLEABLE_TOKEN="+strings.TrimSpace(string(token)))
+	cmd.Env = append(os.Environ(), "MALLEABLE_SERVER="+d.addr, "MALLEABLE_TOKEN="+token)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("walkthrough failed: %v\n%s\n--- appliance log ---\n%s", err, out, d.log)
@@ -634,4 +583,51 @@ func TestM2Serve(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("m2 serve exited with %v:\n%s", err, logs.String())
 	}
+}
+
+// requireTools skips the test when a tool is missing, or fails it under
+// MALLEABLE_REQUIRE_REAL=1.
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("MALLEABLE_REQUIRE_REAL") == "1" {
+				t.Fatalf("%s is not installed", tool)
+			}
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+}
+
+// readmeBlock returns the shell block of the README between the markers
+// <!-- name:begin --> and <!-- name:end -->.
+func readmeBlock(t *testing.T, name string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(readme), "<!-- "+name+":begin -->")
+	block, _, ok := strings.Cut(block, "<!-- "+name+":end -->")
+	if !ok {
+		t.Fatalf("README.md has no %s markers", name)
+	}
+	block = strings.TrimPrefix(strings.TrimSpace(block), "```sh")
+	return strings.TrimSuffix(strings.TrimSpace(block), "```")
+}
+
+// walkthroughDir makes a working directory whose bin/malleable is the
+// binary under test, as in a checkout, and returns it with d's admin token.
+func walkthroughDir(t *testing.T, d *daemon) (dir, token string) {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(d.dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	os.Mkdir(filepath.Join(dir, "bin"), 0o755)
+	if err := os.Symlink(binary, filepath.Join(dir, "bin", "malleable")); err != nil {
+		t.Fatal(err)
+	}
+	return dir, strings.TrimSpace(string(tok))
 }
