@@ -413,3 +413,24 @@ func TestDriftIsFencedAndReported(t *testing.T) {
 		t.Errorf("project = %q: the appliance must not take the node from another project by itself", p)
 	}
 }
+
+// A lease cancelled in its first second is recorded as cancelled, yet its
+// tenant held the node: it must read "off", not "no such node".
+func TestCancelledInFirstSecondStillReadsOff(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	r := newRig(t, t0)
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 201)
+	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)
+	acme := r.admin("POST", "/api/v1/tenants/acme/token", nil, 201)["token"].(string)
+	l := r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "1h"}, 201)
+	r.reconcile()
+	r.clock.Set(t0.Add(300 * time.Millisecond))
+	if out := r.admin("POST", fmt.Sprintf("/api/v1/leases/%v/cancel", l["id"]), nil, 200); out["state"] != "cancelled" {
+		t.Fatalf("cancel in the first second: %v", out)
+	}
+	r.reconcile()
+	code, body := r.call(acme, "GET", "/broker/v1/nodes/node-1/power", nil)
+	if code != 200 || body["power"] != "off" || body["held"] != false {
+		t.Fatalf("previous holder reads %d %v, want off", code, body)
+	}
+}

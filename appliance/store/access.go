@@ -71,12 +71,14 @@ func (s *Store) FindNode(ctx context.Context, ref string) (inventory.Node, error
 	return ns[0], nil
 }
 
-// HasLeased reports whether tenant has, or had, a lease of node that was
-// not cancelled: the nodes a tenant may know of.
+// HasLeased reports whether tenant has, or ever had, a lease of node —
+// cancelled ones included, since an active lease cancelled in its first
+// second is recorded as cancelled although the tenant held the node: the
+// nodes a tenant may know of.
 func (s *Store) HasLeased(ctx context.Context, node, tenant string) (bool, error) {
 	var n int
 	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM leases l JOIN nodes n ON n.id = l.node_id JOIN tenants t ON t.id = l.tenant_id
-		WHERE n.name = ? AND t.name = ? AND l.cancelled = 0`, node, tenant).Scan(&n)
+		WHERE n.name = ? AND t.name = ?`, node, tenant).Scan(&n)
 	return n > 0, err
 }
 
