@@ -51,6 +51,7 @@ type Error struct {
 	Conflict *Lease
 }
 
+// Error returns the API's message and the HTTP status.
 func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
 
 // Lease is a lease with its state at the time of the answer.

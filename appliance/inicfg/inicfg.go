@@ -22,6 +22,7 @@ type Error struct {
 	Problems []string
 }
 
+// Error lists every problem, one per line.
 func (e *Error) Error() string {
 	return fmt.Sprintf("invalid configuration (%d problem(s)):\n  %s", len(e.Problems), strings.Join(e.Problems, "\n  "))
 }

@@ -34,6 +34,7 @@ type TgtadmError struct {
 	cause    error
 }
 
+// Error names the tgtadm operation and what tgtd answered; never a secret.
 func (e *TgtadmError) Error() string {
 	msg := e.Message
 	if msg == "" && e.cause != nil {

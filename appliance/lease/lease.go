@@ -97,6 +97,7 @@ type ConflictError struct {
 	Existing Lease
 }
 
+// Error names the conflicting lease: node, tenant, interval and ID.
 func (e *ConflictError) Error() string {
 	return fmt.Sprintf("node %s is already leased to %s from %s to %s (lease %d)",
 		e.Existing.Node, e.Existing.Tenant, e.Existing.Start.Format(time.RFC3339),

@@ -88,6 +88,7 @@ type APIError struct {
 	NextLeaseStart *time.Time
 }
 
+// Error returns the appliance's message.
 func (e *APIError) Error() string {
 	return fmt.Sprintf("%s (appliance answered HTTP %d)", e.Message, e.Status)
 }
