@@ -40,7 +40,7 @@ func (s *Store) TenantByToken(ctx context.Context, hash string) (string, error) 
 		return "", fmt.Errorf("tenant by token: %w", ErrNotFound)
 	}
 	var name string
-	err := s.r.QueryRowContext(ctx, `SELECT name FROM tenants WHERE broker_token_sha256 = ?`, hash).Scan(&name)
+	err := s.hot.tenantByToken.QueryRowContext(ctx, hash).Scan(&name)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("tenant by token: %w", ErrNotFound)
 	}
@@ -85,9 +85,7 @@ func (s *Store) HasLeased(ctx context.Context, node, tenant string) (bool, error
 // NextLease returns tenant's earliest non-cancelled lease of node that has
 // not ended at now, and whether there is one.
 func (s *Store) NextLease(ctx context.Context, node, tenant string, now time.Time) (lease.Lease, bool, error) {
-	l, err := scanLease(s.r.QueryRowContext(ctx, leaseQuery+`
-		WHERE n.name = ? AND t.name = ? AND l.cancelled = 0 AND l.end_at > ? ORDER BY l.start_at LIMIT 1`,
-		node, tenant, ms(now)))
+	l, err := scanLease(s.hot.nextLease.QueryRowContext(ctx, node, tenant, ms(now)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return l, false, nil
 	}

@@ -252,8 +252,7 @@ func (s *Store) Fence(ctx context.Context, node string) error {
 // Holder returns the tenant that may drive node's power now, or "".
 func (s *Store) Holder(ctx context.Context, node string) (string, error) {
 	var t sql.NullString
-	err := s.r.QueryRowContext(ctx, `SELECT t.name FROM node_holders h JOIN nodes n ON n.id = h.node_id
-		LEFT JOIN tenants t ON t.id = h.tenant_id WHERE n.name = ?`, node).Scan(&t)
+	err := s.hot.holder.QueryRowContext(ctx, node).Scan(&t)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

@@ -148,7 +148,7 @@ func scanNode(row scanner) (inventory.Node, error) {
 
 // GetNode returns the node called name.
 func (s *Store) GetNode(ctx context.Context, name string) (inventory.Node, error) {
-	n, err := scanNode(s.r.QueryRowContext(ctx, nodeQuery+` WHERE n.name = ?`, name))
+	n, err := scanNode(s.hot.nodeByName.QueryRowContext(ctx, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, notFound("node", name)
 	}

@@ -40,8 +40,46 @@ var migrationFS embed.FS
 
 // Store is the appliance's SQLite database. It is safe for concurrent use.
 type Store struct {
-	w *sql.DB // one connection: every write transaction
-	r *sql.DB // read-only pool
+	w   *sql.DB // one connection: every write transaction
+	r   *sql.DB // read-only pool
+	hot hotStatements
+}
+
+// hotStatements are the reads every broker request makes (a tenant's
+// smart-proxy asks for power status often, and Foreman waits at most
+// 3 s): prepared once instead of parsed per query.
+type hotStatements struct {
+	tenantByToken, nodeByName, nextLease, holder *sql.Stmt
+}
+
+func (h hotStatements) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{h.tenantByToken, h.nodeByName, h.nextLease, h.holder} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		dst *(*sql.Stmt)
+		q   string
+	}{
+		{&s.hot.tenantByToken, `SELECT name FROM tenants WHERE broker_token_sha256 = ?`},
+		{&s.hot.nodeByName, nodeQuery + ` WHERE n.name = ?`},
+		{&s.hot.nextLease, leaseQuery + ` WHERE n.name = ? AND t.name = ? AND l.cancelled = 0 AND l.end_at > ? ORDER BY l.start_at LIMIT 1`},
+		{&s.hot.holder, `SELECT t.name FROM node_holders h JOIN nodes n ON n.id = h.node_id
+			LEFT JOIN tenants t ON t.id = h.tenant_id WHERE n.name = ?`},
+	} {
+		st, err := s.r.PrepareContext(ctx, p.q)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		*p.dst = st
+	}
+	return nil
 }
 
 // Open opens (creating if needed) the database at path and brings its schema
@@ -84,12 +122,16 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	s.r = r
+	if err := s.prepare(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	return s, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.hot.close(), s.r.Close(), s.w.Close())
 }
 
 // Ping checks that the database answers.
