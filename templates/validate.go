@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/malleable-cloud/malleable/appliance/iqn"
 )
 
 // Limits on field lengths. An iSCSI name is at most 223 bytes (RFC 7143
 // §4.2.7.1); a DNS name at most 253 (RFC 1035, without the trailing dot).
 const (
-	maxIQNLen       = 223
 	maxPortalLen    = 253
 	maxCHAPLen      = 255
 	minCHAPSecret   = 12 // Windows' initiator enforces 12; shorter ones fall to offline guessing
@@ -51,51 +52,7 @@ func (s SANBoot) validate() error {
 // but tgt and iPXE accept it and storage names contain it. iPXE takes
 // everything after the URI's fifth colon as the target name, so colons in
 // the unique part are safe.
-func checkIQN(iqn string) error {
-	switch {
-	case iqn == "":
-		return errors.New("empty")
-	case len(iqn) > maxIQNLen:
-		return fmt.Errorf("longer than %d bytes", maxIQNLen)
-	}
-	rest, ok := strings.CutPrefix(iqn, "iqn.")
-	if !ok {
-		return fmt.Errorf("%q does not start with \"iqn.\"", iqn)
-	}
-	if len(rest) < 8 || !isDate(rest[:7]) || rest[7] != '.' {
-		return fmt.Errorf("%q: expected iqn.<yyyy-mm>.<reversed-domain>[:<unique>]", iqn)
-	}
-	domain, unique, hasUnique := strings.Cut(rest[8:], ":")
-	if err := checkDomain(domain, false); err != nil {
-		return fmt.Errorf("%q: naming authority: %w", iqn, err)
-	}
-	if !hasUnique {
-		return nil
-	}
-	if unique == "" {
-		return fmt.Errorf("%q: empty name after ':'", iqn)
-	}
-	for i := 0; i < len(unique); i++ {
-		if c := unique[i]; !isLowerAlnum(c) && !strings.ContainsRune(".:_-", rune(c)) {
-			return fmt.Errorf("%q: only [a-z0-9.:_-] may follow the naming authority", iqn)
-		}
-	}
-	return nil
-}
-
-// isDate reports whether s is yyyy-mm with a month 01 to 12.
-func isDate(s string) bool {
-	if len(s) != 7 || s[4] != '-' {
-		return false
-	}
-	for i, c := range []byte(s) {
-		if i != 4 && !isDigit(c) {
-			return false
-		}
-	}
-	month := int(s[5]-'0')*10 + int(s[6]-'0')
-	return month >= 1 && month <= 12
-}
+func checkIQN(name string) error { return iqn.Check(name, "_") }
 
 // checkCHAP accepts minLen to maxCHAPLen characters of [A-Za-z0-9._-], not
 // starting with '-'. Its errors never contain the value, which may be a secret.
@@ -133,17 +90,17 @@ func checkPortal(p string) error {
 		}
 		return nil
 	}
-	if err := checkDomain(p, true); err != nil {
+	if err := checkHostName(p); err != nil {
 		return fmt.Errorf("%q is neither an IPv4 address nor a DNS name: %w", p, err)
 	}
 	return nil
 }
 
-// checkDomain accepts dot-separated labels of 1 to 63 letters, digits and
-// '-', not starting or ending with '-'. Upper case is allowed only for host
-// names (upper); a host name's last label must not be all digits (RFC 3696
-// §2), so that "10.0.2" or "010.0.2.2" is not mistaken for an address.
-func checkDomain(d string, upper bool) error {
+// checkHostName accepts dot-separated labels of 1 to 63 letters, digits
+// and '-', not starting or ending with '-'; the last label must not be all
+// digits (RFC 3696 §2), so that "10.0.2" or "010.0.2.2" is not mistaken for
+// an address.
+func checkHostName(d string) error {
 	if d == "" {
 		return errors.New("empty")
 	}
@@ -159,16 +116,12 @@ func checkDomain(d string, upper bool) error {
 			return errors.New("a label starts or ends with '-'")
 		}
 		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(isLowerAlnum(c) || c == '-' || upper && isAlnum(c)) {
-				if upper {
-					return errors.New("only [A-Za-z0-9-] and '.' are allowed")
-				}
-				return errors.New("only [a-z0-9-] and '.' are allowed")
+			if c := l[i]; !isAlnum(c) && c != '-' {
+				return errors.New("only [A-Za-z0-9-] and '.' are allowed")
 			}
 		}
 	}
-	if upper && strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
 		return errors.New("the last label is all digits")
 	}
 	return nil

@@ -8,12 +8,14 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/malleable-cloud/malleable/appliance/iqn"
 )
 
 // Limits of the values that reach tgtadm.
 const (
 	// MaxIQNLen is the longest iSCSI name, in bytes (RFC 7143 §4.2.7.1).
-	MaxIQNLen = 223
+	MaxIQNLen = iqn.MaxLen
 	// MaxCHAPUserLen is the longest CHAP user name.
 	MaxCHAPUserLen = 64
 	// MinCHAPSecretLen and MaxCHAPSecretLen bound a CHAP secret.
@@ -60,73 +62,7 @@ func ValidateIQN(iqn string) error {
 	return nil
 }
 
-func checkIQN(iqn string) error {
-	switch {
-	case iqn == "":
-		return errors.New("empty")
-	case len(iqn) > MaxIQNLen:
-		return fmt.Errorf("longer than %d bytes", MaxIQNLen)
-	}
-	rest, ok := strings.CutPrefix(iqn, "iqn.")
-	if !ok {
-		return fmt.Errorf("%q does not start with \"iqn.\"", iqn)
-	}
-	if len(rest) < 8 || !isDate(rest[:7]) || rest[7] != '.' {
-		return fmt.Errorf("%q: expected iqn.<yyyy-mm>.<reversed-domain>[:<unique>]", iqn)
-	}
-	domain, unique, hasUnique := strings.Cut(rest[8:], ":")
-	if err := checkDomain(domain); err != nil {
-		return fmt.Errorf("%q: naming authority: %w", iqn, err)
-	}
-	if !hasUnique {
-		return nil
-	}
-	if unique == "" {
-		return fmt.Errorf("%q: empty name after ':'", iqn)
-	}
-	for i := 0; i < len(unique); i++ {
-		if c := unique[i]; !isLowerAlnum(c) && c != '.' && c != ':' && c != '-' {
-			return fmt.Errorf("%q: only [a-z0-9.:-] may follow the naming authority", iqn)
-		}
-	}
-	return nil
-}
-
-// isDate reports whether s is yyyy-mm with a month 01 to 12.
-func isDate(s string) bool {
-	if len(s) != 7 || s[4] != '-' {
-		return false
-	}
-	for i, c := range []byte(s) {
-		if i != 4 && !isDigit(c) {
-			return false
-		}
-	}
-	month := int(s[5]-'0')*10 + int(s[6]-'0')
-	return month >= 1 && month <= 12
-}
-
-// checkDomain accepts dot-separated labels of 1 to 63 characters of
-// [a-z0-9-] that neither start nor end with '-'.
-func checkDomain(d string) error {
-	if d == "" {
-		return errors.New("empty")
-	}
-	for _, l := range strings.Split(d, ".") {
-		if l == "" || len(l) > maxDNSLabelLen {
-			return fmt.Errorf("labels must be 1 to %d characters", maxDNSLabelLen)
-		}
-		if l[0] == '-' || l[len(l)-1] == '-' {
-			return errors.New("a label starts or ends with '-'")
-		}
-		for i := 0; i < len(l); i++ {
-			if c := l[i]; !isLowerAlnum(c) && c != '-' {
-				return errors.New("only [a-z0-9-] and '.' are allowed")
-			}
-		}
-	}
-	return nil
-}
+func checkIQN(name string) error { return iqn.Check(name, "") }
 
 // checkCHAP accepts minLen to maxLen characters of [A-Za-z0-9._-], not
 // starting with '-'. Its errors never contain the value, which may be a
