@@ -1,0 +1,130 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/malleable-cloud/malleable/appliance/lease"
+)
+
+// reconcileRoutes adds the routes that start reconcile passes (a pass, or
+// a stuck handover's retry) and follow them. Passes run in the daemon's
+// context, never a request's: an admin's client going away does not
+// interrupt a handover.
+func (a *API) reconcileRoutes(v1 prefixed) {
+	v1.Handle("/reconcile", a.handle(a.reconcileNow)).Methods(http.MethodPost)
+	v1.Handle("/reconcile/passes/latest", a.handle(a.getPass)).Methods(http.MethodGet)
+	v1.Handle("/reconcile/passes/{id}", a.handle(a.getPass)).Methods(http.MethodGet)
+	v1.Handle("/handovers/{id}/retry", a.handle(a.retryHandover)).Methods(http.MethodPost)
+}
+
+func passLocation(id int64) string { return fmt.Sprintf("/api/v1/reconcile/passes/%d", id) }
+
+// startPass asks the reconciler for a pass and audits the request.
+func (a *API) startPass(r *http.Request, trigger string, fresh bool, action, target string) (PassRecord, bool, error) {
+	p, started, err := a.reconciler.Start(trigger, actor(r.Context()), fresh)
+	if errors.Is(err, ErrNotServing) {
+		err = &httpError{status: http.StatusServiceUnavailable, msg: "the reconciler is not running (the appliance is shutting down)"}
+	}
+	detail := ""
+	switch {
+	case err != nil:
+	case p.State == PassQueued && started:
+		detail = fmt.Sprintf("pass %d queued behind pass %d", p.ID, p.QueuedBehind)
+	case started:
+		detail = fmt.Sprintf("pass %d started", p.ID)
+	default:
+		detail = fmt.Sprintf("pass %d (%s, started %s by %s) was already %s", p.ID, p.State, p.StartedAt.UTC().Format(time.RFC3339), p.Trigger, p.State)
+	}
+	if target == "" && err == nil {
+		target = fmt.Sprintf("pass/%d", p.ID)
+	}
+	a.audit(r, action, target, detail, err)
+	return p, started, err
+}
+
+// reconcileNow starts a pass and answers 202 with its record, or 200 with
+// the pass already running: never two at once.
+func (a *API) reconcileNow(w http.ResponseWriter, r *http.Request) error {
+	if a.reconciler == nil {
+		return unavailable("the reconciler")
+	}
+	p, started, err := a.startPass(r, TriggerAPI, false, "reconcile.request", "")
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", passLocation(p.ID))
+	status := http.StatusOK
+	if started {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, p)
+	return nil
+}
+
+func (a *API) getPass(w http.ResponseWriter, r *http.Request) error {
+	if a.reconciler == nil {
+		return unavailable("the reconciler")
+	}
+	var id int64
+	if _, ok := mux.Vars(r)["id"]; ok {
+		var err error
+		if id, err = pathIDOf(r, "pass"); err != nil {
+			return err
+		}
+	}
+	p, ok := a.reconciler.PassRecord(id)
+	if !ok && id == 0 {
+		return &httpError{status: http.StatusNotFound, msg: "no reconcile pass has run yet"}
+	}
+	if !ok {
+		return &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("pass %d is not among the last %d passes", id, passHistory)}
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// retryAnswer is the answer to a handover's retry: the handover as the
+// retry left it, and the pass that will run it.
+type retryAnswer struct {
+	lease.Handover
+	Pass *PassRecord `json:"pass,omitempty"`
+}
+
+// retryHandover sets a stuck handover running again and asks for a pass
+// that starts after the retry (queued behind a running one); it answers
+// 202 with the handover and that pass, whose record shows its progress.
+func (a *API) retryHandover(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathIDOf(r, "handover")
+	if err != nil {
+		return err
+	}
+	target := fmt.Sprintf("handover/%d", id)
+	h, err := a.store.RetryHandover(r.Context(), id, a.now())
+	if err != nil || a.reconciler == nil {
+		detail := ""
+		if err == nil {
+			detail = "no reconciler: the next scheduled pass resumes it"
+		}
+		a.audit(r, "handover.retry", target, detail, err)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, retryAnswer{Handover: h})
+		return nil
+	}
+	p, _, err := a.startPass(r, TriggerRetry, true, "handover.retry", target)
+	if err != nil {
+		// The handover is running again: the first pass after the
+		// appliance's (re)start resumes it.
+		writeJSON(w, http.StatusOK, retryAnswer{Handover: h})
+		return nil
+	}
+	w.Header().Set("Location", passLocation(p.ID))
+	writeJSON(w, http.StatusAccepted, retryAnswer{Handover: h, Pass: &p})
+	return nil
+}
