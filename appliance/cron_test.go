@@ -339,3 +339,76 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		}
 	})
 }
+
+// TestServeInterruptedAndPanickingPasses: a pass Serve runs when the
+// daemon stops is recorded as interrupted, its handover left to resume;
+// a pass that panics is logged and Serve goes on with the next one.
+func TestServeInterruptedAndPanickingPasses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec, _ := newCronReconciler(t)
+		ctx := t.Context()
+		now := time.Now()
+		rec.Store.CreateTenant(ctx, inventory.Tenant{Name: "acme", State: inventory.TenantReady}, now)
+		rec.Store.CreateNode(ctx, inventory.Node{Name: "node-1"}, now)
+		if _, err := rec.Store.CreateLease(ctx, lease.Lease{Node: "node-1", Tenant: "acme", Start: now, End: now.Add(time.Hour)},
+			lease.DefaultLimits(), now); err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		rec.Machine.Hook = func(point string) {
+			if point == "power_off:intent" {
+				<-release
+			}
+		}
+		serve := func() (context.CancelFunc, chan error) {
+			sctx, stop := context.WithCancel(ctx)
+			served := make(chan error, 1)
+			go func() { served <- rec.Serve(sctx) }()
+			return stop, served
+		}
+		stop, served := serve()
+		p, _, err := rec.Start(TriggerAPI, "admin", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		stop() // the daemon shuts down while the handover is at power_off
+		close(release)
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		got, _ := rec.PassRecord(p.ID)
+		if got.State != PassFailed || !strings.Contains(got.Error, "interrupted") || len(got.Handovers) != 1 ||
+			got.Handovers[0].Status != lease.HandoverRunning {
+			t.Errorf("interrupted pass = %+v", got)
+		}
+
+		// A new Serve (the restarted daemon); the first pass panics.
+		rec.passes.stopped = false
+		var calls atomic.Int32
+		rec.Now = func() time.Time {
+			if calls.Add(1) == 1 {
+				panic("clock exploded")
+			}
+			return time.Now()
+		}
+		stop, served = serve()
+		defer func() { stop(); <-served }()
+		p1, _, err := rec.Start(TriggerAPI, "admin", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if got, _ := rec.PassRecord(p1.ID); got.State != PassFailed || !strings.Contains(got.Error, "panicked") {
+			t.Errorf("panicking pass = %+v", got)
+		}
+		p2, started, err := rec.Start(TriggerAPI, "admin", false)
+		if err != nil || !started {
+			t.Fatalf("Start after a panic = %v, %v", started, err)
+		}
+		synctest.Wait()
+		if got, _ := rec.PassRecord(p2.ID); got.State != PassDone || got.Result.Resumed != 1 || got.Result.Completed != 1 {
+			t.Errorf("the pass after the panic = %+v", got)
+		}
+	})
+}

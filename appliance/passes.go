@@ -361,9 +361,20 @@ func (r *Reconciler) Serve(ctx context.Context) error {
 		}
 		t.mu.Unlock()
 		if run {
-			_, _ = r.execute(ctx, p) // execute logs the outcome
+			r.serveOne(ctx, p)
 		}
 	}
+}
+
+// serveOne runs p for Serve; a panic (a bug) is logged, and the daemon and
+// later passes go on, as they would after a panicking request.
+func (r *Reconciler) serveOne(ctx context.Context, p *passRun) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.Log.Error("reconcile pass panicked", "pass", p.rec.ID, "panic", v)
+		}
+	}()
+	_, _ = r.execute(ctx, p) // execute logs the outcome
 }
 
 // Start asks for a pass run by Serve, in the daemon's context, and returns

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -67,12 +68,19 @@ func waitClosed(t *testing.T, c <-chan struct{}, what string) {
 }
 
 // TestReconcilePassSurvivesClientGone: an admin asks for a pass, and its
-// HTTP client goes away while a handover is in the middle of a step. The
-// pass belongs to the daemon, not to the request: the handover still
+// HTTP client goes away while a handover is at its power-off step (held
+// there until then). The pass belongs to the daemon, not to the request:
+// the real BMC (ipmi_sim) still powers the node off and the handover
 // completes.
 func TestReconcilePassSurvivesClientGone(t *testing.T) {
+	sim := bmctest.Start(t, bmctest.Options{})
 	r := newRig(t, time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
-	r.leaseNow("node-1", "acme")
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1",
+		"bmc": map[string]any{"host": sim.Host, "port": sim.Port, "user": sim.User, "password": sim.Password}}, 201)
+	r.admin("PUT", "/api/v1/nodes/node-1/power", map[string]string{"action": "on"}, 200)
+	waitPower(t, sim, true)
+	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)
+	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "1h"}, 201)
 	entered, release := holdAt(r, "power_off:intent")
 	defer release()
 
@@ -99,6 +107,9 @@ func TestReconcilePassSurvivesClientGone(t *testing.T) {
 	h := r.waitHandover("node-1", lease.HandoverDone)
 	if h.To != "acme" {
 		t.Errorf("handover = %+v", h)
+	}
+	if sim.PoweredOn() {
+		t.Error("the node is still on after its handover")
 	}
 	if code := <-answered; code != 0 && code != http.StatusAccepted {
 		t.Errorf("POST /api/v1/reconcile answered %d, want 202", code)

@@ -116,7 +116,12 @@ func (r *Reconciler) execute(ctx context.Context, p *passRun) (res PassResult, e
 	now := r.Now()
 	res, err = r.pass(ctx, now, p)
 	res.Duration = time.Since(start)
-	r.passes.finish(p, res, err)
+	recErr := err
+	if recErr == nil && ctx.Err() != nil {
+		// Its handovers stopped where they were; the next pass resumes them.
+		recErr = fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	r.passes.finish(p, res, recErr)
 	if r.Metrics != nil {
 		r.Metrics.observe(res, err)
 	}
