@@ -384,7 +384,6 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 		}
 
 		// A new Serve (the restarted daemon); the first pass panics.
-		rec.passes.stopped = false
 		var calls atomic.Int32
 		rec.Now = func() time.Time {
 			if calls.Add(1) == 1 {
@@ -394,6 +393,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 		}
 		stop, served = serve()
 		defer func() { stop(); <-served }()
+		synctest.Wait() // Serve has started
 		p1, _, err := rec.Start(TriggerAPI, "admin", false)
 		if err != nil {
 			t.Fatal(err)

@@ -180,11 +180,7 @@ func (t *passTracker) finish(p *passRun, res PassResult, err error) {
 		p.rec.State = PassFailed
 		p.rec.Error = err.Error()
 	}
-	t.history = append(t.history, p)
-	if len(t.history) > passHistory {
-		t.history = slices.Delete(t.history, 0, len(t.history)-passHistory)
-	}
-	close(p.done)
+	t.remember(p)
 	t.current = nil
 	if q := t.queued; q != nil {
 		t.queued = nil
@@ -200,7 +196,16 @@ func (t *passTracker) abandon(p *passRun) {
 		return
 	}
 	p.rec.State, p.rec.EndedAt, p.rec.Error = PassFailed, time.Now(), "not run: the appliance is shutting down"
+	t.remember(p)
+}
+
+// remember adds the ended pass p to the history and wakes its waiters; the
+// lock must be held.
+func (t *passTracker) remember(p *passRun) {
 	t.history = append(t.history, p)
+	if len(t.history) > passHistory {
+		t.history = slices.Delete(t.history, 0, len(t.history)-passHistory)
+	}
 	close(p.done)
 }
 
@@ -335,6 +340,7 @@ func (r *Reconciler) Serve(ctx context.Context) error {
 	t := &r.passes
 	t.mu.Lock()
 	kick := t.kickChan()
+	t.stopped = false
 	t.mu.Unlock()
 	defer func() {
 		t.mu.Lock()

@@ -132,8 +132,8 @@ func (r *Reconciler) execute(ctx context.Context, p *passRun) (res PassResult, e
 	case res.Started > 0 || res.Resumed > 0 || res.Completed > 0:
 		level = slog.LevelInfo
 	}
-	r.Log.Log(ctx, level, "reconcile pass", "pass", p.rec.ID, "trigger", p.rec.Trigger, "nodes", res.Nodes, "started", res.Started, "resumed", res.Resumed,
-		"completed", res.Completed, "failed", res.Failed, "stuck", res.Stuck, "drift", res.Drift,
+	r.Log.Log(ctx, level, "reconcile pass", "pass", p.rec.ID, "trigger", p.rec.Trigger, "nodes", res.Nodes,
+		"started", res.Started, "resumed", res.Resumed, "completed", res.Completed, "failed", res.Failed, "stuck", res.Stuck, "drift", res.Drift,
 		"duration_ms", res.Duration.Milliseconds(), "err", err)
 	return res, err
 }
@@ -204,12 +204,12 @@ func (r *Reconciler) pass(ctx context.Context, now time.Time, p *passRun) (PassR
 	return res, err
 }
 
-// runHandover runs one handover of pass p, turning a panic into an error so that one
-// node's bug cannot take the appliance down.
+// runHandover runs one handover of pass p, turning a panic into an error so
+// that one node's bug cannot take the appliance down.
 func (r *Reconciler) runHandover(ctx context.Context, h lease.Handover, p *passRun) (out lease.Handover, err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			out, err = h, fmt.Errorf("handover %d of %s panicked: %v", h.ID, h.Node, p)
+		if v := recover(); v != nil {
+			out, err = h, fmt.Errorf("handover %d of %s panicked: %v", h.ID, h.Node, v)
 		}
 	}()
 	// A copy of the machine whose journal also reports progress to the

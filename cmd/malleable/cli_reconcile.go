@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -15,14 +16,15 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
-// Following a pass: how often to poll, how long one poll may take, how
-// many polls in a row may fail (the appliance restarting, say) before the
-// CLI gives up, and how long without news before it says it is still
-// waiting. A pass itself has no deadline here.
+// Following a pass: how often to poll (sooner at first, backing off), how long one poll may take, how
+// many polls in a row may fail (a loaded appliance) before the CLI gives
+// up, and how long without news before it says it is still waiting. A
+// pass itself has no deadline here.
 const (
-	pollEvery       = 250 * time.Millisecond
+	pollFirst       = 25 * time.Millisecond // most passes take milliseconds
+	pollEvery       = 500 * time.Millisecond
 	pollTimeout     = 10 * time.Second
-	pollFailures    = 20
+	pollFailures    = 5
 	stillRunningGap = 10 * time.Second
 )
 
@@ -173,7 +175,7 @@ func retryHandover(ctx context.Context, c *client.Client, out *printer, id int64
 // watch polls pass p, reporting progress, until it ends. Each poll has its
 // own deadline; the whole may take as long as the pass does.
 func watch(ctx context.Context, c *client.Client, pr *progress, p client.Pass) (client.Pass, error) {
-	failures := 0
+	failures, wait := 0, pollFirst
 	for {
 		pr.report(p)
 		if p.Ended() {
@@ -182,14 +184,18 @@ func watch(ctx context.Context, c *client.Client, pr *progress, p client.Pass) (
 		select {
 		case <-ctx.Done():
 			return p, fmt.Errorf("stopped following; pass %d goes on in the appliance (malleable reconcile show %d --follow)", p.ID, p.ID)
-		case <-time.After(pollEvery):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, pollEvery)
 		np, err := getPass(ctx, c, p.ID)
 		switch {
 		case err == nil:
 			p, failures = np, 0
 		case client.IsStatus(err, http.StatusNotFound):
 			return p, fmt.Errorf("pass %d is no longer known to the appliance (restarted?): see malleable lease handovers --open", p.ID)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// The appliance is gone, and its passes with it.
+			return p, fmt.Errorf("following pass %d: %w", p.ID, err)
 		case ctx.Err() == nil:
 			if failures++; failures >= pollFailures {
 				return p, fmt.Errorf("following pass %d: %w", p.ID, err)
