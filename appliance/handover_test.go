@@ -350,6 +350,12 @@ func TestHandoverStuckAndRetry(t *testing.T) {
 	if !strings.Contains(strings.Join(actions, ","), "handover.stuck") || !strings.Contains(strings.Join(actions, ","), "handover.retry") {
 		t.Errorf("audit lacks the stuck handover or the retry: %v", actions)
 	}
+	// The retry's audit entry names the pass that resumed the handover.
+	for _, e := range audit {
+		if e.Action == "handover.retry" && (e.Actor != "admin" || e.Detail != fmt.Sprintf("pass %.0f started", pass["id"])) {
+			t.Errorf("retry audit entry = %+v", e)
+		}
+	}
 }
 
 func waitPower(t *testing.T, s *bmctest.Sim, on bool) {
