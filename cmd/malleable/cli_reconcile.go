@@ -207,22 +207,22 @@ func watch(ctx context.Context, c *client.Client, pr *progress, p client.Pass) (
 // progress prints the steps of a pass's handovers as they end.
 type progress struct {
 	w       io.Writer
-	only    int64           // report only this handover; 0: all
-	printed map[int64]int   // steps already printed, by handover
-	stuck   map[int64]bool  // handovers reported stuck
-	last    time.Time       // when something was last printed
-	start   time.Time       // when following began
-	waited  map[int64]int64 // the queued pass reported waiting, by pass
+	only    int64          // report only this handover; 0: all
+	printed map[int64]int  // steps already printed, by handover
+	stuck   map[int64]bool // handovers reported stuck
+	last    time.Time      // when something was last printed
+	start   time.Time      // when following began
+	behind  int64          // the pass a queued pass was last reported waiting for
 }
 
 func newProgress(w io.Writer, only int64) *progress {
 	now := time.Now()
-	return &progress{w: w, only: only, printed: map[int64]int{}, stuck: map[int64]bool{}, last: now, start: now, waited: map[int64]int64{}}
+	return &progress{w: w, only: only, printed: map[int64]int{}, stuck: map[int64]bool{}, last: now, start: now}
 }
 
 func (pr *progress) report(p client.Pass) {
-	if p.State == client.PassQueued && pr.waited[p.ID] != p.QueuedBehind {
-		pr.waited[p.ID] = p.QueuedBehind
+	if p.State == client.PassQueued && pr.behind != p.QueuedBehind {
+		pr.behind = p.QueuedBehind
 		pr.printf("pass %d waits for pass %d to end\n", p.ID, p.QueuedBehind)
 	}
 	for _, h := range p.Handovers {
