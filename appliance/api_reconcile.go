@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/gorilla/mux"
 
@@ -24,27 +23,15 @@ func (a *API) reconcileRoutes(v1 prefixed) {
 
 func passLocation(id int64) string { return fmt.Sprintf("/api/v1/reconcile/passes/%d", id) }
 
-// startPass asks the reconciler for a pass and audits the request.
-func (a *API) startPass(r *http.Request, trigger string, fresh bool, action, target string) (PassRecord, bool, error) {
-	p, started, err := a.reconciler.Start(trigger, actor(r.Context()), fresh)
-	if errors.Is(err, ErrNotServing) {
-		err = &httpError{status: http.StatusServiceUnavailable, msg: "the reconciler is not running (the appliance is shutting down)"}
-	}
-	detail := ""
+// passDetail says, for the audit log, which pass a request got.
+func passDetail(p PassRecord, started bool) string {
 	switch {
-	case err != nil:
 	case p.State == PassQueued && started:
-		detail = fmt.Sprintf("pass %d queued behind pass %d", p.ID, p.QueuedBehind)
+		return fmt.Sprintf("pass %d queued behind pass %d", p.ID, p.QueuedBehind)
 	case started:
-		detail = fmt.Sprintf("pass %d started", p.ID)
-	default:
-		detail = fmt.Sprintf("pass %d (%s, started %s by %s) was already %s", p.ID, p.State, p.StartedAt.UTC().Format(time.RFC3339), p.Trigger, p.State)
+		return fmt.Sprintf("pass %d started", p.ID)
 	}
-	if target == "" && err == nil {
-		target = fmt.Sprintf("pass/%d", p.ID)
-	}
-	a.audit(r, action, target, detail, err)
-	return p, started, err
+	return fmt.Sprintf("pass %d was already %s (%s)", p.ID, p.State, p.Trigger)
 }
 
 // reconcileNow starts a pass and answers 202 with its record, or 200 with
@@ -53,10 +40,15 @@ func (a *API) reconcileNow(w http.ResponseWriter, r *http.Request) error {
 	if a.reconciler == nil {
 		return unavailable("the reconciler")
 	}
-	p, started, err := a.startPass(r, TriggerAPI, false, "reconcile.request", "")
+	p, started, err := a.reconciler.Start(TriggerAPI, actor(r.Context()), false)
+	if errors.Is(err, ErrNotServing) {
+		err = &httpError{status: http.StatusServiceUnavailable, msg: "the reconciler is not running (the appliance is shutting down)"}
+	}
 	if err != nil {
+		a.audit(r, "reconcile.request", "reconcile", "", err)
 		return err
 	}
+	a.audit(r, "reconcile.request", fmt.Sprintf("pass/%d", p.ID), passDetail(p, started), nil)
 	w.Header().Set("Location", passLocation(p.ID))
 	status := http.StatusOK
 	if started {
@@ -105,25 +97,23 @@ func (a *API) retryHandover(w http.ResponseWriter, r *http.Request) error {
 	}
 	target := fmt.Sprintf("handover/%d", id)
 	h, err := a.store.RetryHandover(r.Context(), id, a.now())
-	if err != nil || a.reconciler == nil {
-		detail := ""
-		if err == nil {
-			detail = "no reconciler: the next scheduled pass resumes it"
-		}
-		a.audit(r, "handover.retry", target, detail, err)
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, retryAnswer{Handover: h})
-		return nil
-	}
-	p, _, err := a.startPass(r, TriggerRetry, true, "handover.retry", target)
 	if err != nil {
-		// The handover is running again: the first pass after the
-		// appliance's (re)start resumes it.
+		a.audit(r, "handover.retry", target, "", err)
+		return err
+	}
+	var p PassRecord
+	started, err := false, ErrNotServing
+	if a.reconciler != nil {
+		p, started, err = a.reconciler.Start(TriggerRetry, actor(r.Context()), true)
+	}
+	if err != nil {
+		// No reconciler, or shutting down. The handover is running
+		// again: the next pass (after a restart) resumes it.
+		a.audit(r, "handover.retry", target, "no pass now: the next one resumes it", nil)
 		writeJSON(w, http.StatusOK, retryAnswer{Handover: h})
 		return nil
 	}
+	a.audit(r, "handover.retry", target, passDetail(p, started), nil)
 	w.Header().Set("Location", passLocation(p.ID))
 	writeJSON(w, http.StatusAccepted, retryAnswer{Handover: h, Pass: &p})
 	return nil
