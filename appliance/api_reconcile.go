@@ -69,7 +69,7 @@ func (a *API) getPass(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	p, ok := a.reconciler.PassRecord(id)
+	p, ok := a.reconciler.LookupPass(id)
 	if !ok && id == 0 {
 		return &httpError{status: http.StatusNotFound, msg: "no reconcile pass has run yet"}
 	}

@@ -261,14 +261,14 @@ func TestCronPassesInHistory(t *testing.T) {
 		if got := passes(t, reg); got["ok"] != 25 {
 			t.Fatalf("passes = %v, want 25 ok", got)
 		}
-		latest, ok := rec.PassRecord(0)
+		latest, ok := rec.LookupPass(0)
 		if !ok || latest.ID != 25 || latest.Trigger != TriggerCron || latest.State != PassDone || latest.EndedAt.IsZero() {
 			t.Errorf("latest pass = %+v, %v", latest, ok)
 		}
-		if _, ok := rec.PassRecord(25 - passHistory + 1); !ok {
+		if _, ok := rec.LookupPass(25 - passHistory + 1); !ok {
 			t.Errorf("pass %d is not remembered", 25-passHistory+1)
 		}
-		if p, ok := rec.PassRecord(25 - passHistory); ok {
+		if p, ok := rec.LookupPass(25 - passHistory); ok {
 			t.Errorf("pass %d is still remembered: %+v", p.ID, p)
 		}
 	})
@@ -325,7 +325,7 @@ func TestCronJoinsAPIPass(t *testing.T) {
 			t.Errorf("after release: %v, want the API's pass and the queued one", got)
 		}
 		for _, id := range []int64{p.ID, q.ID} {
-			if r, ok := rec.PassRecord(id); !ok || r.State != PassDone {
+			if r, ok := rec.LookupPass(id); !ok || r.State != PassDone {
 				t.Errorf("pass %d = %+v", id, r)
 			}
 		}
@@ -377,7 +377,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 		if err := <-served; err != nil {
 			t.Fatal(err)
 		}
-		got, _ := rec.PassRecord(p.ID)
+		got, _ := rec.LookupPass(p.ID)
 		if got.State != PassFailed || !strings.Contains(got.Error, "interrupted") || len(got.Handovers) != 1 ||
 			got.Handovers[0].Status != lease.HandoverRunning {
 			t.Errorf("interrupted pass = %+v", got)
@@ -399,7 +399,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		if got, _ := rec.PassRecord(p1.ID); got.State != PassFailed || !strings.Contains(got.Error, "panicked") {
+		if got, _ := rec.LookupPass(p1.ID); got.State != PassFailed || !strings.Contains(got.Error, "panicked") {
 			t.Errorf("panicking pass = %+v", got)
 		}
 		p2, started, err := rec.Start(TriggerAPI, "admin", false)
@@ -407,7 +407,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 			t.Fatalf("Start after a panic = %v, %v", started, err)
 		}
 		synctest.Wait()
-		if got, _ := rec.PassRecord(p2.ID); got.State != PassDone || got.Result.Resumed != 1 || got.Result.Completed != 1 {
+		if got, _ := rec.LookupPass(p2.ID); got.State != PassDone || got.Result.Resumed != 1 || got.Result.Completed != 1 {
 			t.Errorf("the pass after the panic = %+v", got)
 		}
 	})

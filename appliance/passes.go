@@ -392,9 +392,9 @@ func (r *Reconciler) Start(trigger, by string, fresh bool) (rec PassRecord, star
 	return r.passes.start(trigger, by, fresh)
 }
 
-// PassRecord returns pass id (0: the latest) while the reconciler
+// LookupPass returns pass id (0: the latest) while the reconciler
 // remembers it: the running and queued passes and the last 20 that ended.
-func (r *Reconciler) PassRecord(id int64) (PassRecord, bool) {
+func (r *Reconciler) LookupPass(id int64) (PassRecord, bool) {
 	return r.passes.get(id)
 }
 
