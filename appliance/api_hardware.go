@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -20,16 +19,15 @@ import (
 const maxBMCPassword = 20
 
 // hardwareRoutes adds the admin routes for power, BMC credentials,
-// handovers, tenant broker tokens and on-demand reconciling.
+// handovers, tenant broker tokens; reconcileRoutes adds on-demand passes.
 func (a *API) hardwareRoutes(v1 prefixed) {
 	v1.Handle("/nodes/{name}/power", a.handle(a.nodePower)).Methods(http.MethodGet)
 	v1.Handle("/nodes/{name}/power", a.handle(a.nodePowerAction)).Methods(http.MethodPut)
 	v1.Handle("/nodes/{name}/bmc-password", a.handle(a.setBMCPassword)).Methods(http.MethodPut)
 	v1.Handle("/handovers", a.handle(a.listHandovers)).Methods(http.MethodGet)
 	v1.Handle("/handovers/{id}", a.handle(a.getHandover)).Methods(http.MethodGet)
-	v1.Handle("/handovers/{id}/retry", a.handle(a.retryHandover)).Methods(http.MethodPost)
 	v1.Handle("/tenants/{name}/token", a.handle(a.issueTenantToken)).Methods(http.MethodPost)
-	v1.Handle("/reconcile", a.handle(a.reconcileNow)).Methods(http.MethodPost)
+	a.reconcileRoutes(v1)
 }
 
 func unavailable(what string) error {
@@ -178,7 +176,7 @@ func (a *API) listHandovers(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getHandover(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
+	id, err := pathIDOf(r, "handover")
 	if err != nil {
 		return err
 	}
@@ -194,30 +192,6 @@ func (a *API) getHandover(w http.ResponseWriter, r *http.Request) error {
 		lease.Handover
 		Journal []store.JournalEntry `json:"journal"`
 	}{h, j})
-	return nil
-}
-
-func (a *API) retryHandover(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	h, err := a.store.RetryHandover(r.Context(), id, a.now())
-	a.audit(r, "handover.retry", fmt.Sprintf("handover/%d", id), "", err)
-	if err != nil {
-		return err
-	}
-	if a.reconciler != nil {
-		// Resume it now rather than at the next scheduled pass; the
-		// answer reports where it got to.
-		if _, err := a.reconciler.Pass(r.Context()); err != nil {
-			a.log.Warn("reconcile after retry failed", "err", err)
-		}
-		if h, err = a.store.GetHandover(r.Context(), id); err != nil {
-			return err
-		}
-	}
-	writeJSON(w, http.StatusOK, h)
 	return nil
 }
 
@@ -237,17 +211,5 @@ func (a *API) issueTenantToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, map[string]string{"tenant": name, "token": token})
-	return nil
-}
-
-func (a *API) reconcileNow(w http.ResponseWriter, r *http.Request) error {
-	if a.reconciler == nil {
-		return unavailable("the reconciler")
-	}
-	res, err := a.reconciler.Pass(r.Context())
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	writeJSON(w, http.StatusOK, res)
 	return nil
 }

@@ -147,11 +147,14 @@ func (a *API) listLeases(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func pathID(r *http.Request) (int64, error) {
+func pathID(r *http.Request) (int64, error) { return pathIDOf(r, "lease") }
+
+// pathIDOf parses the {id} of a route about a what (lease, handover, pass).
+func pathIDOf(r *http.Request, what string) (int64, error) {
 	s := mux.Vars(r)["id"]
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		return 0, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("lease id %q is not a positive integer", s)}
+		return 0, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("%s id %q is not a positive integer", what, s)}
 	}
 	return id, nil
 }

@@ -112,9 +112,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return runCron(gctx, cfg.Reconcile.Schedule, rec, log) })
+	// Passes asked for over the API run here, in the daemon's context.
+	g.Go(func() error { return rec.Serve(gctx) })
 	// A first pass at start-up resumes handovers a crash interrupted.
 	g.Go(func() error {
-		if _, err := rec.Pass(gctx); err != nil && gctx.Err() == nil {
+		if _, err := rec.passAs(gctx, TriggerStartup, ""); err != nil && gctx.Err() == nil {
 			log.Warn("start-up reconcile pass failed", "err", err)
 		}
 		return nil

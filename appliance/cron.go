@@ -11,9 +11,10 @@ import (
 
 // runCron runs a reconcile pass on schedule (UTC) until ctx ends, then waits
 // for a running pass to finish. A pass still running when the next is due
-// is not doubled up; a panicking pass is logged and the schedule goes on
-// (Recover wraps innermost: with cron v3.0.1 the other order leaks the skip
-// token on a panic and every later pass is skipped).
+// (the schedule's own or another, such as an admin's) is waited for, not
+// doubled up; a panicking pass is logged and the schedule goes on (Recover
+// wraps innermost: with cron v3.0.1 the other order leaks the skip token on
+// a panic and every later pass is skipped).
 func runCron(ctx context.Context, schedule string, rec *Reconciler, log *slog.Logger) error {
 	logger := cronLogger{log.With("component", "cron")}
 	c := cron.New(
@@ -26,7 +27,7 @@ func runCron(ctx context.Context, schedule string, rec *Reconciler, log *slog.Lo
 		if ctx.Err() != nil {
 			return
 		}
-		_, _ = rec.Pass(ctx) // Pass logs its own outcome
+		rec.passOrJoin(ctx, TriggerCron) // the pass logs its own outcome
 	}); err != nil {
 		return fmt.Errorf("reconcile schedule %q: %w", schedule, err)
 	}

@@ -245,3 +245,170 @@ func TestCronSurvivesPanic(t *testing.T) {
 		}
 	})
 }
+
+// TestCronPassesInHistory: the schedule's passes are recorded like the
+// API's, and only the last passHistory of them are kept.
+func TestCronPassesInHistory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec, reg := newCronReconciler(t)
+		cancel, done := startCron(t, "@every 15s", rec)
+		time.Sleep(25*15*time.Second + time.Second)
+		synctest.Wait()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got := passes(t, reg); got["ok"] != 25 {
+			t.Fatalf("passes = %v, want 25 ok", got)
+		}
+		latest, ok := rec.LookupPass(0)
+		if !ok || latest.ID != 25 || latest.Trigger != TriggerCron || latest.State != PassDone || latest.EndedAt.IsZero() {
+			t.Errorf("latest pass = %+v, %v", latest, ok)
+		}
+		if _, ok := rec.LookupPass(25 - passHistory + 1); !ok {
+			t.Errorf("pass %d is not remembered", 25-passHistory+1)
+		}
+		if p, ok := rec.LookupPass(25 - passHistory); ok {
+			t.Errorf("pass %d is still remembered: %+v", p.ID, p)
+		}
+	})
+}
+
+// TestCronJoinsAPIPass: while a pass an admin started runs, the schedule's
+// ticks wait for it instead of running passes of their own; a retry's
+// pass is queued behind it and runs when it ends.
+func TestCronJoinsAPIPass(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec, reg := newCronReconciler(t)
+		ctx := t.Context()
+		now := time.Now()
+		rec.Store.CreateTenant(ctx, inventory.Tenant{Name: "acme", State: inventory.TenantReady}, now)
+		rec.Store.CreateNode(ctx, inventory.Node{Name: "node-1"}, now)
+		if _, err := rec.Store.CreateLease(ctx, lease.Lease{Node: "node-1", Tenant: "acme", Start: now, End: now.Add(time.Hour)},
+			lease.DefaultLimits(), now); err != nil {
+			t.Fatal(err)
+		}
+		var entered atomic.Int32
+		release := make(chan struct{})
+		rec.Machine.Hook = func(point string) {
+			if point == "fence:intent" {
+				entered.Add(1)
+				<-release
+			}
+		}
+		sctx, stopServe := context.WithCancel(ctx)
+		served := make(chan error, 1)
+		go func() { served <- rec.Serve(sctx) }()
+
+		p, started, err := rec.Start(TriggerAPI, "admin", false)
+		if err != nil || !started || p.State != PassRunning {
+			t.Fatalf("Start = %+v, %v, %v", p, started, err)
+		}
+		synctest.Wait()
+		cancel, done := startCron(t, "@every 15s", rec)
+		time.Sleep(time.Minute + time.Second)
+		synctest.Wait()
+		if n, got := entered.Load(), passes(t, reg); n != 1 || len(got) != 0 {
+			t.Fatalf("while the API's pass runs: %d in the handover, %v ended; want 1 and none", n, got)
+		}
+		again, started, _ := rec.Start(TriggerAPI, "admin", false)
+		if started || again.ID != p.ID {
+			t.Errorf("second Start = %+v (started %v), want pass %d", again, started, p.ID)
+		}
+		q, started, _ := rec.Start(TriggerRetry, "admin", true)
+		if !started || q.State != PassQueued || q.QueuedBehind != p.ID {
+			t.Errorf("fresh Start = %+v (started %v), want a pass queued behind %d", q, started, p.ID)
+		}
+		close(release)
+		synctest.Wait()
+		if got := passes(t, reg); got["ok"] != 2 {
+			t.Errorf("after release: %v, want the API's pass and the queued one", got)
+		}
+		for _, id := range []int64{p.ID, q.ID} {
+			if r, ok := rec.LookupPass(id); !ok || r.State != PassDone {
+				t.Errorf("pass %d = %+v", id, r)
+			}
+		}
+		cancel()
+		stopServe()
+		if err := errors.Join(<-done, <-served); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := rec.Start(TriggerAPI, "admin", false); !errors.Is(err, ErrNotServing) {
+			t.Errorf("Start after Serve returned: %v, want ErrNotServing", err)
+		}
+	})
+}
+
+// TestServeInterruptedAndPanickingPasses: a pass Serve runs when the
+// daemon stops is recorded as interrupted, its handover left to resume;
+// a pass that panics is logged and Serve goes on with the next one.
+func TestServeInterruptedAndPanickingPasses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec, _ := newCronReconciler(t)
+		ctx := t.Context()
+		now := time.Now()
+		rec.Store.CreateTenant(ctx, inventory.Tenant{Name: "acme", State: inventory.TenantReady}, now)
+		rec.Store.CreateNode(ctx, inventory.Node{Name: "node-1"}, now)
+		if _, err := rec.Store.CreateLease(ctx, lease.Lease{Node: "node-1", Tenant: "acme", Start: now, End: now.Add(time.Hour)},
+			lease.DefaultLimits(), now); err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		rec.Machine.Hook = func(point string) {
+			if point == "power_off:intent" {
+				<-release
+			}
+		}
+		serve := func() (context.CancelFunc, chan error) {
+			sctx, stop := context.WithCancel(ctx)
+			served := make(chan error, 1)
+			go func() { served <- rec.Serve(sctx) }()
+			return stop, served
+		}
+		stop, served := serve()
+		p, _, err := rec.Start(TriggerAPI, "admin", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		stop() // the daemon shuts down while the handover is at power_off
+		close(release)
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+		got, _ := rec.LookupPass(p.ID)
+		if got.State != PassFailed || !strings.Contains(got.Error, "interrupted") || len(got.Handovers) != 1 ||
+			got.Handovers[0].Status != lease.HandoverRunning {
+			t.Errorf("interrupted pass = %+v", got)
+		}
+
+		// A new Serve (the restarted daemon); the first pass panics.
+		var calls atomic.Int32
+		rec.Now = func() time.Time {
+			if calls.Add(1) == 1 {
+				panic("clock exploded")
+			}
+			return time.Now()
+		}
+		stop, served = serve()
+		defer func() { stop(); <-served }()
+		synctest.Wait() // Serve has started
+		p1, _, err := rec.Start(TriggerAPI, "admin", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if got, _ := rec.LookupPass(p1.ID); got.State != PassFailed || !strings.Contains(got.Error, "panicked") {
+			t.Errorf("panicking pass = %+v", got)
+		}
+		p2, started, err := rec.Start(TriggerAPI, "admin", false)
+		if err != nil || !started {
+			t.Fatalf("Start after a panic = %v, %v", started, err)
+		}
+		synctest.Wait()
+		if got, _ := rec.LookupPass(p2.ID); got.State != PassDone || got.Result.Resumed != 1 || got.Result.Completed != 1 {
+			t.Errorf("the pass after the panic = %+v", got)
+		}
+	})
+}

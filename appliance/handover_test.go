@@ -65,6 +65,11 @@ func newRig(t *testing.T, start time.Time) *rig {
 		Secrets: alloc.BMC.(nodePower).secrets, Allocator: alloc, Reconciler: rec})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
+	// Passes asked for over the API run here, as in Run.
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- rec.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-served })
 	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token}
 }
 
@@ -326,9 +331,13 @@ func TestHandoverStuckAndRetry(t *testing.T) {
 		t.Fatalf("holder during a stuck handover = %q", h)
 	}
 	r.admin("PUT", "/api/v1/nodes/node-1/bmc-password", map[string]string{"password": sim.Password}, 204)
-	out := r.admin("POST", fmt.Sprintf("/api/v1/handovers/%d/retry", list[0].ID), nil, 200)
-	if out["status"] != "done" {
-		t.Fatalf("after retry: %v", out)
+	out := r.admin("POST", fmt.Sprintf("/api/v1/handovers/%d/retry", list[0].ID), nil, 202)
+	pass, _ := out["pass"].(map[string]any)
+	if out["status"] != "running" || pass == nil || pass["trigger"] != "retry" {
+		t.Fatalf("retry answer: %v", out)
+	}
+	if p := r.waitPass(int64(pass["id"].(float64))); p.State != "done" || len(p.Handovers) != 1 || p.Handovers[0].Status != lease.HandoverDone {
+		t.Fatalf("the retry's pass: %+v", p)
 	}
 	if h, _ := r.store.Holder(context.Background(), "node-1"); h != "acme" {
 		t.Fatalf("holder after retry = %q", h)
@@ -340,6 +349,12 @@ func TestHandoverStuckAndRetry(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(actions, ","), "handover.stuck") || !strings.Contains(strings.Join(actions, ","), "handover.retry") {
 		t.Errorf("audit lacks the stuck handover or the retry: %v", actions)
+	}
+	// The retry's audit entry names the pass that resumed the handover.
+	for _, e := range audit {
+		if e.Action == "handover.retry" && (e.Actor != "admin" || e.Detail != fmt.Sprintf("pass %.0f started", pass["id"])) {
+			t.Errorf("retry audit entry = %+v", e)
+		}
 	}
 }
 

@@ -71,7 +71,7 @@ type Reconciler struct {
 	Concurrency int // handovers run at once
 	Metrics     *ReconcileMetrics
 
-	mu sync.Mutex // one pass at a time, whoever triggers it
+	passes passTracker // one pass at a time, whoever triggers it; the last ones
 }
 
 // PassResult counts what one reconcile pass did.
@@ -86,28 +86,59 @@ type PassResult struct {
 	Duration  time.Duration `json:"duration"`
 }
 
-// Pass runs one reconcile pass at the reconciler's now.
+// Pass runs one reconcile pass at the reconciler's now, in ctx, after the
+// pass running (if any) ends.
 func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	return r.passAs(ctx, TriggerDirect, "")
+}
+
+// passAs runs a pass recorded as started by trigger on behalf of by.
+func (r *Reconciler) passAs(ctx context.Context, trigger, by string) (PassResult, error) {
+	p, err := r.passes.begin(ctx, trigger, by)
+	if err != nil {
+		return PassResult{}, err
+	}
+	return r.execute(ctx, p)
+}
+
+// execute runs the pass p, which the tracker has made current, and records
+// how it ended.
+func (r *Reconciler) execute(ctx context.Context, p *passRun) (res PassResult, err error) {
 	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			// Keep the tracker consistent, then let the caller's
+			// recovery (cron's) deal with the panic.
+			r.passes.finish(p, res, fmt.Errorf("pass panicked: %v", v))
+			panic(v)
+		}
+	}()
 	now := r.Now()
-	res, err := r.pass(ctx, now)
+	res, err = r.pass(ctx, now, p)
 	res.Duration = time.Since(start)
+	recErr := err
+	if recErr == nil && ctx.Err() != nil {
+		// Its handovers stopped where they were; the next pass resumes them.
+		recErr = fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	r.passes.finish(p, res, recErr)
 	if r.Metrics != nil {
 		r.Metrics.observe(res, err)
 	}
-	level := slog.LevelInfo
-	if err != nil || res.Failed > 0 || res.Drift > 0 {
+	level := slog.LevelDebug // the schedule runs idle passes every few seconds
+	switch {
+	case err != nil || res.Failed > 0 || res.Drift > 0:
 		level = slog.LevelWarn
+	case res.Started > 0 || res.Resumed > 0 || res.Completed > 0:
+		level = slog.LevelInfo
 	}
-	r.Log.Log(ctx, level, "reconcile pass", "nodes", res.Nodes, "started", res.Started, "resumed", res.Resumed,
-		"completed", res.Completed, "failed", res.Failed, "stuck", res.Stuck, "drift", res.Drift,
+	r.Log.Log(ctx, level, "reconcile pass", "pass", p.rec.ID, "trigger", p.rec.Trigger, "nodes", res.Nodes,
+		"started", res.Started, "resumed", res.Resumed, "completed", res.Completed, "failed", res.Failed, "stuck", res.Stuck, "drift", res.Drift,
 		"duration_ms", res.Duration.Milliseconds(), "err", err)
 	return res, err
 }
 
-func (r *Reconciler) pass(ctx context.Context, now time.Time) (PassResult, error) {
+func (r *Reconciler) pass(ctx context.Context, now time.Time, p *passRun) (PassResult, error) {
 	var res PassResult
 	states, err := r.Store.NodeStates(ctx, now)
 	if err != nil {
@@ -136,6 +167,7 @@ func (r *Reconciler) pass(ctx context.Context, now time.Time) (PassResult, error
 			busy[ns.Node] = true
 		}
 	}
+	r.passes.track(p, work)
 	drift, err := r.checkDrift(ctx, states, busy)
 	res.Drift = drift
 	if err != nil {
@@ -147,7 +179,8 @@ func (r *Reconciler) pass(ctx context.Context, now time.Time) (PassResult, error
 	g.SetLimit(max(1, r.Concurrency))
 	for _, h := range work {
 		g.Go(func() error {
-			out, err := r.runHandover(gctx, h)
+			out, err := r.runHandover(gctx, h, p)
+			r.passes.settle(p, out, err)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -171,15 +204,19 @@ func (r *Reconciler) pass(ctx context.Context, now time.Time) (PassResult, error
 	return res, err
 }
 
-// runHandover runs one handover, turning a panic into an error so that one
-// node's bug cannot take the appliance down.
-func (r *Reconciler) runHandover(ctx context.Context, h lease.Handover) (out lease.Handover, err error) {
+// runHandover runs one handover of pass p, turning a panic into an error so
+// that one node's bug cannot take the appliance down.
+func (r *Reconciler) runHandover(ctx context.Context, h lease.Handover, p *passRun) (out lease.Handover, err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			out, err = h, fmt.Errorf("handover %d of %s panicked: %v", h.ID, h.Node, p)
+		if v := recover(); v != nil {
+			out, err = h, fmt.Errorf("handover %d of %s panicked: %v", h.ID, h.Node, v)
 		}
 	}()
-	return r.Machine.Run(ctx, h)
+	// A copy of the machine whose journal also reports progress to the
+	// pass's record.
+	m := *r.Machine
+	m.Journal = progressJournal{Journal: m.Journal, t: &r.passes, run: p}
+	return m.Run(ctx, h)
 }
 
 // checkDrift compares the allocator's projects with the holders of nodes

@@ -81,26 +81,32 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 
 // send authenticates and sends req, decoding a JSON answer into out.
 func (c *Client) send(req *http.Request, out any) error {
+	_, err := c.sendStatus(req, out)
+	return err
+}
+
+// sendStatus is send that also returns the status of a successful answer.
+func (c *Client) sendStatus(req *http.Request, out any) (int, error) {
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
+		return 0, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return decodeError(resp)
+		return resp.StatusCode, decodeError(resp)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Path, err)
+		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Path, err)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
 		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
+			return resp.StatusCode, fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
 		}
 	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // decodeError turns an error answer into an *Error.
@@ -338,28 +344,10 @@ func (c *Client) Handover(ctx context.Context, id int64) (Handover, error) {
 	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/handovers/%d", id), nil, &out)
 }
 
-// RetryHandover resumes a stuck handover.
-func (c *Client) RetryHandover(ctx context.Context, id int64) (Handover, error) {
-	var out Handover
-	return out, c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/handovers/%d/retry", id), nil, &out)
-}
-
 // TenantToken issues a new broker token for a tenant.
 func (c *Client) TenantToken(ctx context.Context, tenant string) (string, error) {
 	var out struct {
 		Token string `json:"token"`
 	}
 	return out.Token, c.do(ctx, http.MethodPost, "/api/v1/tenants/"+url.PathEscape(tenant)+"/token", nil, &out)
-}
-
-// PassResult is what a reconcile pass did.
-type PassResult struct {
-	Nodes, Started, Resumed, Completed, Failed, Stuck, Drift int
-	Duration                                                 time.Duration
-}
-
-// Reconcile runs a reconcile pass now.
-func (c *Client) Reconcile(ctx context.Context) (PassResult, error) {
-	var out PassResult
-	return out, c.do(ctx, http.MethodPost, "/api/v1/reconcile", nil, &out)
 }

@@ -81,6 +81,9 @@ type command struct {
 	flags func(fs *flag.FlagSet)
 	run   func(ctx context.Context, c *client.Client, out *printer, args []string) error
 	nargs int // exact positional arguments wanted
+	// long commands follow work in the appliance for as long as it takes:
+	// no overall deadline, each request has its own.
+	long bool
 }
 
 // runGroup dispatches a command group such as `node add`.
@@ -127,8 +130,11 @@ func runGroupTimeout(ctx context.Context, e env, group string, cmds map[string]*
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if !cmd.long {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	return explain(cmd.run(ctx, cl, &printer{w: e.stdout, json: cn.output == "json"}, pos))
 }
 

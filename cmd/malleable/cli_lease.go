@@ -22,10 +22,14 @@ func leaseTable(ls ...client.Lease) func(*tabwriter.Writer) {
 	}
 }
 
-func leaseID(s string) (int64, error) {
+func leaseID(s string) (int64, error) { return positiveID("lease", s) }
+
+func handoverID(s string) (int64, error) { return positiveID("handover", s) }
+
+func positiveID(what, s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		return 0, usagef("lease id %q is not a positive integer", s)
+		return 0, usagef("%s id %q is not a positive integer", what, s)
 	}
 	return id, nil
 }
@@ -183,7 +187,7 @@ func cmdLease(ctx context.Context, e env, args []string) error {
 		usage: "lease handover ID",
 		nargs: 1,
 		run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-			id, err := leaseID(args[0])
+			id, err := handoverID(args[0])
 			if err != nil {
 				return err
 			}
@@ -200,19 +204,20 @@ func cmdLease(ctx context.Context, e env, args []string) error {
 			})
 		},
 	}
+	var noWait bool
 	cmds["retry"] = &command{
-		usage: "lease retry HANDOVER-ID",
+		usage: "lease retry HANDOVER-ID [--no-wait]",
 		nargs: 1,
+		long:  true,
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&noWait, "no-wait", false, "start the retry and return, without following it")
+		},
 		run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-			id, err := leaseID(args[0])
+			id, err := handoverID(args[0])
 			if err != nil {
 				return err
 			}
-			h, err := c.RetryHandover(ctx, id)
-			if err != nil {
-				return err
-			}
-			return out.print(h, handoverTable(h))
+			return retryHandover(ctx, c, out, id, noWait)
 		},
 	}
 	return runGroup(ctx, e, "lease", cmds, []string{"add", "list", "show", "cancel", "extend", "handovers", "handover", "retry"}, args)
@@ -249,26 +254,6 @@ func handoverTable(hs ...client.Handover) func(*tabwriter.Writer) {
 				h.Step, h.Status, h.Attempts, fmtTime(h.UpdatedAt), orDash(h.LastError))
 		}
 	}
-}
-
-func cmdReconcile(ctx context.Context, e env, args []string) error {
-	cmds := map[string]*command{
-		"now": {
-			usage: "reconcile now",
-			run: func(ctx context.Context, c *client.Client, out *printer, _ []string) error {
-				res, err := c.Reconcile(ctx)
-				if err != nil {
-					return err
-				}
-				return out.print(res, func(tw *tabwriter.Writer) {
-					fmt.Fprintln(tw, "NODES\tSTARTED\tRESUMED\tCOMPLETED\tFAILED\tSTUCK\tDRIFT\tDURATION")
-					fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", res.Nodes, res.Started, res.Resumed, res.Completed,
-						res.Failed, res.Stuck, res.Drift, res.Duration)
-				})
-			},
-		},
-	}
-	return runGroup(ctx, e, "reconcile", cmds, []string{"now"}, args)
 }
 
 // pickLease returns the lease ID given as the only argument, or the one

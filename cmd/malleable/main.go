@@ -57,7 +57,7 @@ Admin CLI (talks to a running appliance over its REST API):
   image            import, list, rm golden images (M2)
   disk             create, list, attach, detach, snapshot tenants' disks (M2)
   audit            show the audit log
-  reconcile now    run a reconcile pass now
+  reconcile        now: run a reconcile pass and follow it; show a pass
 
 Run 'malleable <command> --help' for a command's flags.
 `
