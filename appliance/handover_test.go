@@ -16,6 +16,7 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
+	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -60,9 +61,17 @@ type rig struct {
 	rec   *Reconciler
 	srv   *httptest.Server
 	token string
+	power *PowerPlane
 }
 
 func newRig(t *testing.T, start time.Time) *rig {
+	t.Helper()
+	return newRigWith(t, start, nil)
+}
+
+// newRigWith is newRig whose allocator is wrap(the embedded one), when
+// wrap is set.
+func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocator) *rig {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
@@ -72,7 +81,11 @@ func newRig(t *testing.T, start time.Time) *rig {
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{now: start}
 	ipmi := bmc.New(bmc.Options{Timeout: 2 * time.Second, Retries: 2})
-	alloc := newEmbeddedAllocator(st, secrets.NewMemory(), ipmi)
+	embedded := newEmbeddedAllocator(st, secrets.NewMemory(), ipmi)
+	var alloc Allocator = embedded
+	if wrap != nil {
+		alloc = wrap(embedded)
+	}
 	power := NewPowerPlane(alloc, 0, clk.Now)
 	rec := &Reconciler{
 		Store: st, Allocator: alloc, Log: testLogger(t), Now: clk.Now, Concurrency: 4, Power: power,
@@ -84,10 +97,10 @@ func newRig(t *testing.T, start time.Time) *rig {
 	}
 	const token = "admin-token-0123456789abcdef"
 	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: token, Logger: testLogger(t), Now: clk.Now,
-		Secrets: alloc.BMC.(nodePower).secrets, Allocator: alloc, Reconciler: rec, Power: power})
+		Secrets: embedded.BMC.(nodePower).secrets, Allocator: alloc, Reconciler: rec, Power: power})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token}
+	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token, power: power}
 }
 
 // call sends a JSON request with a bearer token and decodes the answer.
