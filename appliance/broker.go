@@ -170,11 +170,11 @@ func (b *Broker) access(ctx context.Context, tenant, ref string, n inventory.Nod
 		start := l.Start
 		a.next = &start
 	}
-	open, err := b.api.store.ListHandovers(ctx, store.HandoverFilter{Node: n.Name, Open: true, Limit: 1})
+	open, err := b.api.store.HandoverOpen(ctx, n.Name)
 	if err != nil {
 		return a, err
 	}
-	a.handingOver = started || len(open) > 0
+	a.handingOver = started || open
 	return a, nil
 }
 

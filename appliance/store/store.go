@@ -56,12 +56,12 @@ type Store struct {
 // smart-proxy asks for power status often, and Foreman waits at most
 // 3 s): prepared once instead of parsed per query.
 type hotStatements struct {
-	tenantByToken, nodeByName, nodeByAddress, nextLease, holder *sql.Stmt
+	tenantByToken, nodeByName, nodeByAddress, nextLease, holder, handoverOpen *sql.Stmt
 }
 
 func (h hotStatements) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{h.tenantByToken, h.nodeByName, h.nodeByAddress, h.nextLease, h.holder} {
+	for _, st := range []*sql.Stmt{h.tenantByToken, h.nodeByName, h.nodeByAddress, h.nextLease, h.holder, h.handoverOpen} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -77,6 +77,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.hot.tenantByToken, `SELECT name FROM tenants WHERE broker_token_sha256 = ?`},
 		{&s.hot.nodeByName, nodeQuery + ` WHERE n.name = ?`},
 		{&s.hot.nodeByAddress, nodeQuery + ` WHERE n.tenant_bmc_address = ?`},
+		{&s.hot.handoverOpen, `SELECT count(*) FROM handovers h JOIN nodes n ON n.id = h.node_id
+			WHERE n.name = ? AND h.status != 'done'`},
 		{&s.hot.nextLease, leaseQuery + ` WHERE n.name = ? AND t.name = ? AND l.cancelled = 0 AND l.end_at > ? ORDER BY l.start_at LIMIT 1`},
 		{&s.hot.holder, `SELECT t.name FROM node_holders h JOIN nodes n ON n.id = h.node_id
 			LEFT JOIN tenants t ON t.id = h.tenant_id WHERE n.name = ?`},
