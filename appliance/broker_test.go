@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +158,14 @@ func TestTenantRefusalsLeakNothingAndAreAudited(t *testing.T) {
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-2",
 		"bmc": map[string]any{"host": sim.Host, "port": sim.Port + 1, "user": "root", "password": "x"}}, 201)
 	addr2 := r.admin("GET", "/api/v1/nodes/node-2", nil, 200)["tenant_bmc_address"].(string)
+
+	// The tenant's node list carries the tenant-facing address only.
+	ls := r.get(acme, "/broker/v1/nodes")
+	addr1 := r.admin("GET", "/api/v1/nodes/node-1", nil, 200)["tenant_bmc_address"].(string)
+	if !strings.Contains(ls, `"bmc_address": "`+addr1+`"`) || strings.Contains(ls, sim.Host) ||
+		strings.Contains(ls, fmt.Sprint(sim.Port)) || strings.Contains(ls, "bmc_host") || strings.Contains(ls, sim.User) {
+		t.Errorf("acme's nodes: %s", ls)
+	}
 
 	// The BMC now refuses the appliance's password: a boot-device change fails.
 	r.admin("PUT", "/api/v1/nodes/node-1/bmc-password", map[string]string{"password": "wrong-password"}, 204)
@@ -364,5 +374,53 @@ func TestIPMIOneSessionPerBMC(t *testing.T) {
 	}
 	if spy.maxAll < 2 {
 		t.Errorf("the two BMCs were never driven in parallel (max %d at once)", spy.maxAll)
+	}
+}
+
+// get returns the raw body of a GET with token.
+func (r *rig) get(token, path string) string {
+	r.t.Helper()
+	req, _ := http.NewRequest("GET", r.srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestDriftFenceWaitsForTheGate: the drift fence takes the node's gate
+// exclusively, so it waits for a command that holds it (checked, not yet
+// landed), and the holder is cleared only after.
+func TestDriftFenceWaitsForTheGate(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	r, _, _ := leaseRig(t, nil, t0)
+	ctx := context.Background()
+	if err := r.store.ReleaseNode(ctx, "node-1", "malleable-acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.AllocateNode(ctx, "node-1", "someone-else"); err != nil {
+		t.Fatal(err)
+	}
+	release := r.power.shared("node-1") // a command in flight
+	done := make(chan PassResult)
+	go func() { res, _ := r.rec.Pass(ctx); done <- res }()
+	time.Sleep(300 * time.Millisecond)
+	if h, _ := r.store.Holder(ctx, "node-1"); h != "acme" {
+		t.Errorf("the drift fence cleared the holder (%q) while a command held the gate", h)
+	}
+	release()
+	select {
+	case res := <-done:
+		if res.Drift != 1 {
+			t.Errorf("pass: %+v", res)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drift fence did not finish after the gate was released")
+	}
+	if h, _ := r.store.Holder(ctx, "node-1"); h != "" {
+		t.Errorf("holder after the drift fence = %q", h)
 	}
 }
