@@ -41,6 +41,7 @@ type API struct {
 	alloc      Allocator
 	reconciler *Reconciler
 	broker     *Broker
+	power      *PowerPlane
 	m2         *server.Backend
 }
 
@@ -63,8 +64,12 @@ type APIConfig struct {
 	Allocator Allocator
 	// Reconciler runs a pass on POST /api/v1/reconcile.
 	Reconciler *Reconciler
-	// StatusCacheTTL is how long the broker serves a node's power from cache.
+	// StatusCacheTTL is how long the broker serves a node's power from
+	// cache; used when Power is nil.
 	StatusCacheTTL time.Duration
+	// Power is the power plane over Allocator shared with the reconciler;
+	// a new one when nil.
+	Power *PowerPlane
 	// M2 is the embedded M2 backend, served under /m2/v1; none when nil.
 	M2 *server.Backend
 }
@@ -83,8 +88,15 @@ func NewAPI(c APIConfig) *API {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.metrics = newHTTPMetrics(a.reg)
-	if a.alloc != nil {
-		a.broker = &Broker{api: a, alloc: a.alloc, cache: newPowerCache(a.alloc, c.StatusCacheTTL, a.now)}
+	a.power = c.Power
+	if a.power == nil && a.alloc != nil {
+		a.power = NewPowerPlane(a.alloc, c.StatusCacheTTL, a.now)
+	}
+	if a.power != nil {
+		a.broker = &Broker{api: a, power: a.power}
+		if c.Reconciler != nil && c.Reconciler.Machine != nil {
+			a.broker.project = c.Reconciler.Machine.Project
+		}
 	}
 	return a
 }
@@ -220,13 +232,23 @@ func (a *API) secure(next http.Handler) http.Handler {
 }
 
 // httpError is an error with the HTTP status and body it answers with.
+// Its cause, if any, is for the log and the audit entry only: the body
+// carries msg.
 type httpError struct {
 	status int
 	msg    string
 	extra  map[string]any
+	cause  error
 }
 
-func (e *httpError) Error() string { return e.msg }
+func (e *httpError) Error() string {
+	if e.cause != nil {
+		return e.msg + ": " + e.cause.Error()
+	}
+	return e.msg
+}
+
+func (e *httpError) Unwrap() error { return e.cause }
 
 func badRequest(format string, args ...any) error {
 	return &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
@@ -269,7 +291,7 @@ func (a *API) errorResponse(err error) (int, map[string]any) {
 		return http.StatusUnprocessableEntity, body
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, body
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrInUse), errors.Is(err, lease.ErrIllegalState):
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrInUse), errors.Is(err, lease.ErrIllegalState), errors.Is(err, store.ErrExhausted):
 		return http.StatusConflict, body
 	case errors.As(err, &fe):
 		body["fields"] = inventory.Fields(err)

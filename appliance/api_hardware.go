@@ -52,9 +52,9 @@ func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	on, err := a.alloc.PowerStatus(ctx, name)
+	on, err := a.power.readPower(ctx, name)
 	if err != nil {
-		return powerError(name, err)
+		return powerError(name, err, false)
 	}
 	power := "off"
 	if on {
@@ -86,6 +86,9 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.store.GetNode(r.Context(), name); err != nil {
 		return err
 	}
+	// Under the node's gate: an activation cannot make a tenant the
+	// holder between this check and the command.
+	release := a.power.shared(name)
 	holder, err := a.store.Holder(r.Context(), name)
 	if err == nil && holder != "" {
 		err = &httpError{status: http.StatusConflict, msg: fmt.Sprintf("node %s is held by tenant %s: only its lessee drives its power (cancel the lease first)", name, holder)}
@@ -93,13 +96,11 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 	if err == nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
-		if perr := a.alloc.Power(ctx, name, action); perr != nil {
-			err = powerError(name, perr)
-		}
-		if a.broker != nil {
-			a.broker.cache.forget(name)
+		if perr := a.power.power(ctx, name, action); perr != nil {
+			err = powerError(name, perr, false)
 		}
 	}
+	release()
 	a.audit(r, "power."+string(action), "node/"+name, "by admin", err)
 	if err != nil {
 		return err

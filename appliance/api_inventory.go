@@ -23,6 +23,9 @@ type nodeRequest struct {
 		// Password goes to the secret store, never to the node record.
 		Password string `json:"password"`
 	} `json:"bmc"`
+	// TenantBMCAddress, if set, is checked (inside the range, unique);
+	// a free address of the range is given otherwise.
+	TenantBMCAddress string `json:"tenant_bmc_address"`
 }
 
 func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
@@ -30,7 +33,7 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	n := inventory.Node{Name: req.Name, Description: req.Description, MACs: req.MACs}
+	n := inventory.Node{Name: req.Name, Description: req.Description, MACs: req.MACs, TenantBMCAddress: req.TenantBMCAddress}
 	if req.BMC != nil {
 		n.BMC = inventory.BMC{Host: req.BMC.Host, Port: req.BMC.Port, User: req.BMC.User}
 	}

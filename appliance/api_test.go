@@ -372,6 +372,19 @@ func TestAPICreateNode(t *testing.T) {
 		"JSON with charset": {body: `{"name":"n9","description":"rack 3, slot 4"}`, contentType: "application/json; charset=utf-8", status: 201,
 			want: inventory.Node{Name: "n9", Description: "rack 3, slot 4", MACs: []string{}}},
 
+		"tenant BMC address chosen": {body: `{"name":"n9","tenant_bmc_address":"198.18.7.9"}`, status: 201,
+			want: inventory.Node{Name: "n9", MACs: []string{}, TenantBMCAddress: "198.18.7.9"}},
+		"tenant BMC address taken": {body: `{"name":"n9","tenant_bmc_address":"198.18.0.1"}`, status: 409, errSub: `198.18.0.1 belongs to node "existing"`},
+		"tenant BMC address outside the range": {body: `{"name":"n9","tenant_bmc_address":"10.1.2.3"}`, status: 400,
+			errSub: "not a host address of the tenant-facing BMC range 198.18.0.0/15", fields: []string{"tenant_bmc_address"}},
+		"tenant BMC address with a port": {body: `{"name":"n9","tenant_bmc_address":"198.18.0.9:623"}`, status: 400,
+			errSub: "not a bare IPv4", fields: []string{"tenant_bmc_address"}},
+		"tenant BMC address a name": {body: `{"name":"n9","tenant_bmc_address":"bmc-9.example.org"}`, status: 400,
+			errSub: "not a bare IPv4", fields: []string{"tenant_bmc_address"}},
+		"tenant BMC address the network": {body: `{"name":"n9","tenant_bmc_address":"198.18.0.0"}`, status: 400,
+			errSub: "not a host address", fields: []string{"tenant_bmc_address"}},
+		"real BMC at a tenant-facing address": {body: `{"name":"n9","bmc":{"host":"198.18.0.1","user":"admin"}}`, status: 400,
+			errSub: "tenant-facing BMC address of node existing", fields: []string{"bmc.host"}},
 		"duplicate name":        {body: `{"name":"existing"}`, status: 409, errSub: "already exists"},
 		"MAC of another node":   {body: `{"name":"n9","macs":["52-54-00-00-00-01"]}`, status: 409, errSub: `belongs to node "existing"`},
 		"upper-case name":       {body: `{"name":"Node9"}`, status: 400, errSub: "not a DNS label", fields: []string{"name"}},
@@ -420,6 +433,9 @@ func TestAPICreateNode(t *testing.T) {
 			rep.decode(t, &got)
 			e.must(t, http.StatusOK, http.MethodGet, "/api/v1/nodes/"+tc.want.Name, "", &stored)
 			tc.want.CreatedAt = testNow()
+			if tc.want.TenantBMCAddress == "" {
+				tc.want.TenantBMCAddress = "198.18.0.2" // the first free one: "existing" has .1
+			}
 			for _, n := range []inventory.Node{got, stored} {
 				if !n.CreatedAt.Equal(tc.want.CreatedAt) {
 					t.Errorf("created_at %s, want %s", n.CreatedAt, tc.want.CreatedAt)

@@ -62,6 +62,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	defer st.Close()
 	v, _ := st.SchemaVersion(ctx)
 	log.Info("store open", "path", cfg.Store.Path, "schema_version", v)
+	assigned, err := st.SetTenantBMCRange(ctx, cfg.Nodes.TenantBMCPrefix())
+	if err != nil {
+		return err
+	}
+	if assigned > 0 {
+		log.Info("gave nodes tenant-facing BMC addresses", "nodes", assigned, "range", cfg.Nodes.TenantBMCRange)
+	}
 	alloc, err := newAllocator(cfg, st, sec, log)
 	if err != nil {
 		return err
@@ -78,13 +85,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	power := NewPowerPlane(alloc, cfg.Broker.StatusCacheTTL, now)
 	rec := &Reconciler{
 		Store: st, Allocator: alloc, Log: log.With("component", "reconciler"), Now: now,
-		Concurrency: cfg.Reconcile.Concurrency, Metrics: NewReconcileMetrics(reg),
+		Concurrency: cfg.Reconcile.Concurrency, Metrics: NewReconcileMetrics(reg), Power: power,
 		Machine: &lease.Machine{
-			Hardware:        hardware{alloc},
+			Hardware:        hardware{power},
 			Disks:           disks,
-			Journal:         store.Journal{Store: st, Now: now},
+			Journal:         gatedJournal{store.Journal{Store: st, Now: now}, power},
 			Project:         func(tenant string) string { return cfg.Allocator.ProjectPrefix + tenant },
 			MaxAttempts:     cfg.Reconcile.MaxAttempts,
 			PowerOffTimeout: cfg.Reconcile.PowerOffTimeout,
@@ -93,7 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 		},
 	}
 	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg, Now: now,
-		Secrets: sec, Allocator: alloc, Reconciler: rec, StatusCacheTTL: cfg.Broker.StatusCacheTTL, M2: m2b})
+		Secrets: sec, Allocator: alloc, Reconciler: rec, Power: power, M2: m2b})
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
@@ -21,11 +19,21 @@ import (
 // the tenant from the caller's credential, never from the request, and lets
 // a tenant see real power and drive a node only while it holds the node's
 // active lease. Everyone else reads "off", and their commands never reach a
-// BMC.
+// BMC: a command holds its node's gate from the holder check to the end of
+// the BMC call, and a fence waits for the gate.
 type Broker struct {
 	api   *API
-	alloc Allocator
-	cache *powerCache
+	power *PowerPlane
+	// project names a tenant's allocator project; nil skips the project
+	// check before a command.
+	project func(tenant string) string
+}
+
+// projectVerifier is implemented by allocators that can confirm, just
+// before a command, that a node is in its holder's project (HIL: another
+// party may have moved it).
+type projectVerifier interface {
+	VerifyProject(ctx context.Context, node, project string) error
 }
 
 type tenantKey struct{}
@@ -37,21 +45,44 @@ func tenantOf(ctx context.Context) string {
 
 // brokerRoutes mounts the broker under /broker/v1 on r. The handlers reach
 // the configured broker through the API, answering 503 if there is none.
+// Every refused request is audited.
 func (api *API) brokerRoutes(r *mux.Router) {
 	v1 := prefixed{r, "/broker/v1"}
-	h := func(f func(*Broker, http.ResponseWriter, *http.Request) error) http.Handler {
+	h := func(action string, f func(*Broker, http.ResponseWriter, *http.Request) error) http.Handler {
 		return api.handle(func(w http.ResponseWriter, r *http.Request) error {
 			if api.broker == nil {
 				return &httpError{status: http.StatusServiceUnavailable, msg: "no allocator configured"}
 			}
-			return f(api.broker, w, r)
+			err := f(api.broker, w, r)
+			var done auditedError
+			if err != nil && !errors.As(err, &done) {
+				api.audit(r, action, refTarget(mux.Vars(r)["ref"]), "by tenant "+tenantOf(r.Context()), err)
+			}
+			return err
 		})
 	}
-	v1.Handle("/whoami", h((*Broker).whoami)).Methods(http.MethodGet)
-	v1.Handle("/nodes", h((*Broker).nodes)).Methods(http.MethodGet)
-	v1.Handle("/nodes/{ref}/power", h((*Broker).powerStatus)).Methods(http.MethodGet)
-	v1.Handle("/nodes/{ref}/power", h((*Broker).power)).Methods(http.MethodPut)
-	v1.Handle("/nodes/{ref}/boot-device", h((*Broker).bootDevice)).Methods(http.MethodPut)
+	v1.Handle("/whoami", h("broker.whoami", (*Broker).whoami)).Methods(http.MethodGet)
+	v1.Handle("/nodes", h("broker.nodes", (*Broker).nodes)).Methods(http.MethodGet)
+	v1.Handle("/nodes/{ref}/power", h("power.status", (*Broker).powerStatus)).Methods(http.MethodGet)
+	v1.Handle("/nodes/{ref}/power", h("power", (*Broker).powerAction)).Methods(http.MethodPut)
+	v1.Handle("/nodes/{ref}/boot-device", h("bootdevice", (*Broker).bootDevice)).Methods(http.MethodPut)
+}
+
+// auditedError is an error its handler has already audited.
+type auditedError struct{ error }
+
+func (e auditedError) Unwrap() error { return e.error }
+
+// refTarget is the audit target of a tenant's node reference; only a
+// well-formed one is recorded verbatim.
+func refTarget(ref string) string {
+	if ref == "" {
+		return "broker"
+	}
+	if inventory.ValidateText("ref", ref, 255) != nil {
+		return "node/(invalid ref)"
+	}
+	return "node/" + ref
 }
 
 // tenantFromToken resolves a broker bearer token to its tenant. Only the
@@ -76,28 +107,37 @@ func (b *Broker) whoami(w http.ResponseWriter, r *http.Request) error {
 type access struct {
 	node inventory.Node
 	held bool
-	// next is the start of the tenant's next lease of the node, if any.
+	// next is the start of the tenant's next lease of the node, if it is
+	// still ahead.
 	next *time.Time
+	// handingOver: the node is between holders (a handover is open, or
+	// the tenant's lease has begun and its handover has not run yet).
+	handingOver bool
 }
 
-// access resolves ref (a node name or BMC host) for tenant at now. A node
-// the tenant never leased is reported as not found, like an unknown one.
-func (b *Broker) access(ctx context.Context, tenant, ref string) (access, error) {
-	var a access
+// resolve finds the node ref names for tenant: its name or its
+// tenant-facing BMC address, exactly. A node the tenant never leased is
+// reported as not found, like an unknown one, and a refusal names only
+// what the tenant asked for.
+func (b *Broker) resolve(ctx context.Context, tenant, ref string) (inventory.Node, error) {
 	if err := inventory.ValidateText("node", ref, 255); err != nil || ref == "" {
-		return a, &httpError{status: http.StatusBadRequest, msg: "node: a node name or BMC address is required"}
+		return inventory.Node{}, &httpError{status: http.StatusBadRequest, msg: "node: a node name or BMC address is required"}
 	}
-	notLeased := &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("node %q is not leased to %s", ref, tenant)}
 	n, err := b.api.store.FindNode(ctx, ref)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return a, notLeased
-	case errors.Is(err, store.ErrAmbiguous):
-		return a, &httpError{status: http.StatusConflict, msg: err.Error()}
-	case err != nil:
-		return a, err
+	if errors.Is(err, store.ErrNotFound) {
+		return n, notLeased(ref, tenant)
 	}
-	a.node = n
+	return n, err
+}
+
+func notLeased(ref, tenant string) error {
+	return &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("node %q is not leased to %s", ref, tenant)}
+}
+
+// access decides what tenant may do with node n, which it named ref, at
+// now.
+func (b *Broker) access(ctx context.Context, tenant, ref string, n inventory.Node) (access, error) {
+	a := access{node: n}
 	now := b.api.now()
 	l, found, err := b.api.store.NextLease(ctx, n.Name, tenant, now)
 	if err != nil {
@@ -112,22 +152,29 @@ func (b *Broker) access(ctx context.Context, tenant, ref string) (access, error)
 			return a, err
 		}
 		if !leased {
-			return a, notLeased
+			return a, notLeased(ref, tenant)
 		}
 	}
-	if found {
-		if !l.Start.After(now) {
-			holder, err := b.api.store.Holder(ctx, n.Name)
-			if err != nil {
-				return a, err
-			}
-			a.held = holder == tenant
+	started := found && !l.Start.After(now)
+	if started {
+		holder, err := b.api.store.Holder(ctx, n.Name)
+		if err != nil {
+			return a, err
 		}
-		if !a.held {
-			start := l.Start
-			a.next = &start
-		}
+		a.held = holder == tenant
 	}
+	if a.held {
+		return a, nil
+	}
+	if found && !started {
+		start := l.Start
+		a.next = &start
+	}
+	open, err := b.api.store.HandoverOpen(ctx, n.Name)
+	if err != nil {
+		return a, err
+	}
+	a.handingOver = started || open
 	return a, nil
 }
 
@@ -135,14 +182,32 @@ func (b *Broker) access(ctx context.Context, tenant, ref string) (access, error)
 func (a access) refusal(tenant string) error {
 	msg := fmt.Sprintf("node %s is not leased to %s now", a.node.Name, tenant)
 	extra := map[string]any{"node": a.node.Name}
-	if a.next != nil {
+	if a.handingOver {
+		msg = fmt.Sprintf("node %s is being handed over", a.node.Name)
+		extra["handover"] = true
+	}
+	switch {
+	case a.next != nil:
 		when := a.next.UTC().Format(time.RFC3339)
 		msg += "; its next lease to " + tenant + " starts " + when
 		extra["next_lease_start"] = when
-	} else {
+	case !a.handingOver:
 		msg += " and has no lease of it ahead"
 	}
 	return &httpError{status: http.StatusForbidden, msg: msg, extra: extra}
+}
+
+// brokerNode is one entry of GET /broker/v1/nodes: what a tenant may know
+// of a node it leases. BMCAddress is the node's tenant-facing address, the
+// one its Foreman stores; the real BMC's address, port and user never
+// reach a tenant.
+type brokerNode struct {
+	Node       string    `json:"node"`
+	BMCAddress string    `json:"bmc_address,omitempty"`
+	MACs       []string  `json:"macs"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+	State      string    `json:"state"`
 }
 
 func (b *Broker) nodes(w http.ResponseWriter, r *http.Request) error {
@@ -152,15 +217,7 @@ func (b *Broker) nodes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	type entry struct {
-		Node    string    `json:"node"`
-		BMCHost string    `json:"bmc_host,omitempty"`
-		MACs    []string  `json:"macs"`
-		Start   time.Time `json:"start"`
-		End     time.Time `json:"end"`
-		State   string    `json:"state"`
-	}
-	out := []entry{}
+	out := []brokerNode{}
 	for _, l := range ls {
 		if l.Cancelled {
 			continue
@@ -169,7 +226,8 @@ func (b *Broker) nodes(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		out = append(out, entry{Node: n.Name, BMCHost: n.BMC.Host, MACs: n.MACs, Start: l.Start, End: l.End, State: string(l.StateAt(now))})
+		out = append(out, brokerNode{Node: n.Name, BMCAddress: n.TenantBMCAddress, MACs: n.MACs,
+			Start: l.Start, End: l.End, State: string(l.StateAt(now))})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -177,7 +235,12 @@ func (b *Broker) nodes(w http.ResponseWriter, r *http.Request) error {
 
 func (b *Broker) powerStatus(w http.ResponseWriter, r *http.Request) error {
 	tenant := tenantOf(r.Context())
-	a, err := b.access(r.Context(), tenant, mux.Vars(r)["ref"])
+	ref := mux.Vars(r)["ref"]
+	n, err := b.resolve(r.Context(), tenant, ref)
+	if err != nil {
+		return err
+	}
+	a, err := b.access(r.Context(), tenant, ref, n)
 	if err != nil {
 		return err
 	}
@@ -185,13 +248,21 @@ func (b *Broker) powerStatus(w http.ResponseWriter, r *http.Request) error {
 	if a.next != nil {
 		body["next_lease_start"] = a.next.UTC().Format(time.RFC3339)
 	}
+	if a.handingOver {
+		body["handover"] = true
+	}
 	if a.held {
-		on, err := b.cache.status(r.Context(), a.node.Name)
+		p, err := b.power.cache.status(r.Context(), a.node.Name)
 		if err != nil {
-			return powerError(a.node.Name, err)
+			b.api.log.WarnContext(r.Context(), "power status failed", "node", a.node.Name, "tenant", tenant, "err", err)
+			return powerError(a.node.Name, err, true)
 		}
-		if on {
+		if p.On {
 			body["power"] = "on"
+		}
+		if p.Stale {
+			body["stale"] = true
+			body["age_seconds"] = int(b.api.now().Sub(p.At).Seconds())
 		}
 	}
 	writeJSON(w, http.StatusOK, body)
@@ -203,7 +274,7 @@ type powerRequest struct {
 	Action string `json:"action"`
 }
 
-func (b *Broker) power(w http.ResponseWriter, r *http.Request) error {
+func (b *Broker) powerAction(w http.ResponseWriter, r *http.Request) error {
 	var req powerRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
@@ -213,8 +284,7 @@ func (b *Broker) power(w http.ResponseWriter, r *http.Request) error {
 		return &inventory.FieldError{Field: "action", Reason: err.Error()}
 	}
 	return b.act(w, r, "power."+string(action), func(ctx context.Context, node string) error {
-		defer b.cache.forget(node)
-		return b.alloc.Power(ctx, node, action)
+		return b.power.power(ctx, node, action)
 	}, map[string]any{"action": string(action)})
 }
 
@@ -234,96 +304,80 @@ func (b *Broker) bootDevice(w http.ResponseWriter, r *http.Request) error {
 		return &inventory.FieldError{Field: "device", Reason: err.Error()}
 	}
 	return b.act(w, r, "bootdevice."+string(dev), func(ctx context.Context, node string) error {
-		return b.alloc.SetBootDevice(ctx, node, dev, req.Persistent)
+		return b.power.alloc.SetBootDevice(ctx, node, dev, req.Persistent)
 	}, map[string]any{"device": string(dev), "persistent": req.Persistent})
 }
 
-// act runs do on the node if the caller holds it, auditing either way.
+// act runs do on the node if the caller holds it, auditing either way. The
+// holder check and do run under the node's gate, so a fence cannot come
+// between them.
 func (b *Broker) act(w http.ResponseWriter, r *http.Request, action string, do func(context.Context, string) error, body map[string]any) error {
-	tenant := tenantOf(r.Context())
-	a, err := b.access(r.Context(), tenant, mux.Vars(r)["ref"])
+	tenant, ref := tenantOf(r.Context()), mux.Vars(r)["ref"]
+	n, err := b.resolve(r.Context(), tenant, ref)
 	if err != nil {
-		return err
-	}
-	if !a.held {
-		err := a.refusal(tenant)
-		b.api.audit(r, action, "node/"+a.node.Name, "by tenant "+tenant, err)
-		return err
+		b.api.audit(r, action, refTarget(ref), "by tenant "+tenant, err)
+		return auditedError{err}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	err = do(ctx, a.node.Name)
-	b.api.audit(r, action, "node/"+a.node.Name, "by tenant "+tenant, err)
-	if err != nil {
-		return powerError(a.node.Name, err)
+	release := b.power.shared(n.Name)
+	err = b.actHeld(ctx, tenant, ref, n, do)
+	release()
+	target := "node/" + n.Name
+	if he := (*httpError)(nil); errors.As(err, &he) && he.status == http.StatusNotFound {
+		target = refTarget(ref) // a node the tenant never leased keeps its name
 	}
-	body["node"], body["result"] = a.node.Name, true
+	b.api.audit(r, action, target, "by tenant "+tenant, err)
+	if err != nil {
+		var he *httpError
+		if !errors.As(err, &he) || he.status >= 500 || he.cause != nil {
+			b.api.log.WarnContext(r.Context(), "tenant command failed", "action", action, "node", n.Name, "tenant", tenant, "err", err)
+		}
+		return auditedError{err}
+	}
+	body["node"], body["result"] = n.Name, true
 	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 
-// powerError turns allocator errors into answers a smart-proxy can relay.
-func powerError(node string, err error) error {
+// actHeld checks that tenant holds n and runs do; the caller holds the
+// node's gate.
+func (b *Broker) actHeld(ctx context.Context, tenant, ref string, n inventory.Node, do func(context.Context, string) error) error {
+	a, err := b.access(ctx, tenant, ref, n)
+	if err != nil {
+		return err
+	}
+	if !a.held {
+		return a.refusal(tenant)
+	}
+	if v, ok := b.power.alloc.(projectVerifier); ok && b.project != nil {
+		if err := v.VerifyProject(ctx, n.Name, b.project(tenant)); err != nil {
+			return &httpError{status: http.StatusConflict, cause: err,
+				msg: fmt.Sprintf("node %s: power control refused: the node is not in %s's project", n.Name, tenant)}
+		}
+	}
+	if err := do(ctx, n.Name); err != nil {
+		return powerError(n.Name, err, true)
+	}
+	return nil
+}
+
+// powerError turns allocator errors into answers. A tenant gets its node's
+// name and a generic reason; the cause (which may name a real BMC) stays
+// in the error for the log and the audit entry, and an admin sees it.
+func powerError(node string, err error, tenant bool) error {
+	e := &httpError{status: http.StatusBadGateway, msg: fmt.Sprintf("node %s: power control failed", node), cause: err}
 	switch {
 	case errors.Is(err, hil.ErrNoPowerControl):
-		return &httpError{status: http.StatusConflict, msg: fmt.Sprintf("node %s has no power control", node)}
+		e.status, e.msg = http.StatusConflict, fmt.Sprintf("node %s has no power control", node)
 	case errors.Is(err, hil.ErrBadArgument):
-		return &httpError{status: http.StatusBadRequest, msg: err.Error()}
+		e.status, e.msg = http.StatusBadRequest, fmt.Sprintf("node %s: the request was refused as invalid", node)
 	case errors.Is(err, hil.ErrBlocked), errors.Is(err, hil.ErrOwned):
-		return &httpError{status: http.StatusConflict, msg: err.Error()}
+		e.status, e.msg = http.StatusConflict, fmt.Sprintf("node %s: power control refused", node)
 	}
-	return &httpError{status: http.StatusBadGateway, msg: fmt.Sprintf("node %s: power control failed: %v", node, err)}
-}
-
-// powerCache remembers each node's power state for ttl, so status queries
-// (Foreman shows N/A past 3 s) are answered without a BMC round trip, and
-// concurrent misses for one node share one BMC call.
-type powerCache struct {
-	alloc Allocator
-	ttl   time.Duration
-	now   func() time.Time
-
-	mu      sync.Mutex
-	entries map[string]powerEntry
-	group   singleflight.Group
-}
-
-type powerEntry struct {
-	on bool
-	at time.Time
-}
-
-func newPowerCache(alloc Allocator, ttl time.Duration, now func() time.Time) *powerCache {
-	return &powerCache{alloc: alloc, ttl: ttl, now: now, entries: map[string]powerEntry{}}
-}
-
-func (c *powerCache) status(ctx context.Context, node string) (bool, error) {
-	c.mu.Lock()
-	e, ok := c.entries[node]
-	c.mu.Unlock()
-	if ok && c.now().Sub(e.at) < c.ttl {
-		return e.on, nil
+	if !tenant {
+		e.msg += ": " + err.Error()
+		e.cause = nil
 	}
-	v, err, _ := c.group.Do(node, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2500*time.Millisecond)
-		defer cancel()
-		on, err := c.alloc.PowerStatus(ctx, node)
-		if err != nil {
-			return false, err
-		}
-		c.mu.Lock()
-		c.entries[node] = powerEntry{on: on, at: c.now()}
-		c.mu.Unlock()
-		return on, nil
-	})
-	if err != nil {
-		return false, err
-	}
-	return v.(bool), nil
-}
-
-func (c *powerCache) forget(node string) {
-	c.mu.Lock()
-	delete(c.entries, node)
-	c.mu.Unlock()
+	return e
 }

@@ -72,7 +72,7 @@ func newBrokerBench(b *testing.B) *brokerBench {
 	rec := &Reconciler{
 		Store: st, Allocator: alloc, Log: slog.New(slog.DiscardHandler), Now: now, Concurrency: 2,
 		Machine: &lease.Machine{
-			Hardware: hardware{alloc}, Journal: store.Journal{Store: st, Now: now},
+			Hardware: hardware{NewPowerPlane(alloc, 0, time.Now)}, Journal: store.Journal{Store: st, Now: now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 1, PowerOffTimeout: 10 * time.Second, PollInterval: 100 * time.Millisecond,
 		},

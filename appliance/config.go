@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -41,7 +42,22 @@ type Config struct {
 	HIL       HILConfig       `ini:"hil"`
 	BMC       BMCConfig       `ini:"bmc"`
 	Broker    BrokerConfig    `ini:"broker"`
+	Nodes     NodesConfig     `ini:"nodes"`
 	M2        M2Config        `ini:"m2"`
+}
+
+// NodesConfig is the [nodes] section: what the appliance gives each node.
+type NodesConfig struct {
+	// TenantBMCRange is the IPv4 network tenant-facing BMC addresses come
+	// from: each node gets one, stable and unique, that its tenants'
+	// Foremans store as the host's BMC address.
+	TenantBMCRange string `ini:"tenant_bmc_range"`
+}
+
+// TenantBMCPrefix returns TenantBMCRange parsed; Validate checked it.
+func (c NodesConfig) TenantBMCPrefix() netip.Prefix {
+	p, _ := netip.ParsePrefix(c.TenantBMCRange)
+	return p
 }
 
 // M2Config is the [m2] section: the M2 storage backend (golden images,
@@ -181,6 +197,7 @@ func DefaultConfig(dataDir string) Config {
 		HIL:       HILConfig{Timeout: 10 * time.Second},
 		BMC:       BMCConfig{Timeout: time.Second, Retries: 2},
 		Broker:    BrokerConfig{StatusCacheTTL: 5 * time.Second},
+		Nodes:     NodesConfig{TenantBMCRange: inventory.DefaultTenantBMCRange.String()},
 		M2: M2Config{Enabled: true, Listen: "127.0.0.1:8781", IQNPrefix: "iqn.2026-11.io.malleable",
 			Portal: "127.0.0.1:3260", Tgtd: "supervise", TgtdControlPort: 7},
 	}
@@ -304,6 +321,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Broker.StatusCacheTTL < 0 || c.Broker.StatusCacheTTL > 10*time.Minute {
 		bad("broker.status_cache_ttl", "%s is not between 0s and 10m", c.Broker.StatusCacheTTL)
+	}
+	if p, err := netip.ParsePrefix(c.Nodes.TenantBMCRange); err != nil || inventory.ValidateTenantBMCRange("nodes.tenant_bmc_range", p) != nil {
+		bad("nodes.tenant_bmc_range", "%q is not an IPv4 network from /8 to /30 without host bits, such as 198.18.0.0/15", c.Nodes.TenantBMCRange)
 	}
 
 	m := &c.M2

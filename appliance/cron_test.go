@@ -41,7 +41,7 @@ func newCronReconciler(t *testing.T) (*Reconciler, *prometheus.Registry) {
 		Store: st, Allocator: alloc, Log: testLogger(t), Now: time.Now, Concurrency: 2,
 		Metrics: NewReconcileMetrics(reg),
 		Machine: &lease.Machine{
-			Hardware: hardware{alloc}, Journal: store.Journal{Store: st, Now: time.Now},
+			Hardware: hardware{NewPowerPlane(alloc, 0, time.Now)}, Journal: store.Journal{Store: st, Now: time.Now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 3, PowerOffTimeout: 10 * time.Second, PollInterval: time.Second,
 		},

@@ -16,19 +16,41 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
+	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
-// clock is an injectable, settable time source.
+// clock is an injectable, settable time source. A ticking clock runs
+// on from the time last set, at the wall clock's pace.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu      sync.Mutex
+	now     time.Time
+	ticking bool
+	setAt   time.Time // wall time of the last Set, for a ticking clock
 }
 
-func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ticking {
+		return c.now.Add(time.Since(c.setAt))
+	}
+	return c.now
+}
+
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now, c.setAt = t, time.Now(); c.mu.Unlock() }
+
+// Tick makes the clock run on from now at the wall clock's pace.
+func (c *clock) Tick() { c.mu.Lock(); c.ticking, c.setAt = true, time.Now(); c.mu.Unlock() }
+
+// Wall maps a time of the clock back to the wall clock.
+func (c *clock) Wall(t time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return t.Add(c.setAt.Sub(c.now))
+}
 
 // rig is an appliance wired in-process over real parts: SQLite, the
 // embedded allocator, IPMI to ipmi_sim BMCs, the admin API and the broker.
@@ -39,9 +61,17 @@ type rig struct {
 	rec   *Reconciler
 	srv   *httptest.Server
 	token string
+	power *PowerPlane
 }
 
 func newRig(t *testing.T, start time.Time) *rig {
+	t.Helper()
+	return newRigWith(t, start, nil)
+}
+
+// newRigWith is newRig whose allocator is wrap(the embedded one), when
+// wrap is set.
+func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocator) *rig {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
@@ -51,18 +81,23 @@ func newRig(t *testing.T, start time.Time) *rig {
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{now: start}
 	ipmi := bmc.New(bmc.Options{Timeout: 2 * time.Second, Retries: 2})
-	alloc := newEmbeddedAllocator(st, secrets.NewMemory(), ipmi)
+	embedded := newEmbeddedAllocator(st, secrets.NewMemory(), ipmi)
+	var alloc Allocator = embedded
+	if wrap != nil {
+		alloc = wrap(embedded)
+	}
+	power := NewPowerPlane(alloc, 0, clk.Now)
 	rec := &Reconciler{
-		Store: st, Allocator: alloc, Log: testLogger(t), Now: clk.Now, Concurrency: 4,
+		Store: st, Allocator: alloc, Log: testLogger(t), Now: clk.Now, Concurrency: 4, Power: power,
 		Machine: &lease.Machine{
-			Hardware: hardware{alloc}, Journal: store.Journal{Store: st, Now: clk.Now},
+			Hardware: hardware{power}, Journal: gatedJournal{store.Journal{Store: st, Now: clk.Now}, power},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 2, PowerOffTimeout: 15 * time.Second, PollInterval: 50 * time.Millisecond,
 		},
 	}
 	const token = "admin-token-0123456789abcdef"
 	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: token, Logger: testLogger(t), Now: clk.Now,
-		Secrets: alloc.BMC.(nodePower).secrets, Allocator: alloc, Reconciler: rec})
+		Secrets: embedded.BMC.(nodePower).secrets, Allocator: alloc, Reconciler: rec, Power: power})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	// Passes asked for over the API run here, as in Run.
@@ -70,7 +105,7 @@ func newRig(t *testing.T, start time.Time) *rig {
 	served := make(chan error, 1)
 	go func() { served <- rec.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-served })
-	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token}
+	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token, power: power}
 }
 
 // call sends a JSON request with a bearer token and decodes the answer.
@@ -191,12 +226,17 @@ func TestHandoverEndToEnd(t *testing.T) {
 		t.Fatalf("acme power on: %d %v", code, body)
 	}
 	waitPower(t, sim1, true)
-	// Foreman addresses nodes by BMC address; here both simulated BMCs
-	// share 127.0.0.1 (on two ports), so the address is refused as
-	// ambiguous rather than guessed.
+	// Foreman addresses nodes by their tenant-facing BMC address, which
+	// resolves exactly; the real BMC address (both simulated BMCs share
+	// 127.0.0.1, on two ports) resolves to nothing and names no node.
+	addr := r.admin("GET", "/api/v1/nodes/node-1", nil, 200)["tenant_bmc_address"].(string)
+	code, body = r.call(acme, "GET", "/broker/v1/nodes/"+addr+"/power", nil)
+	if code != 200 || body["node"] != "node-1" || body["power"] != "on" {
+		t.Fatalf("acme status by its tenant-facing BMC address %s: %d %v", addr, code, body)
+	}
 	code, body = r.call(acme, "GET", "/broker/v1/nodes/"+sim1.Host+"/power", nil)
-	if code != 409 || !strings.Contains(body["error"].(string), "node-1, node-2") {
-		t.Fatalf("acme status by a shared BMC address: %d %v", code, body)
+	if code != 404 || strings.Contains(fmt.Sprint(body), "node-2") {
+		t.Fatalf("acme status by the real BMC address: %d %v", code, body)
 	}
 	// A tenant that never leased a node cannot tell it from a missing one.
 	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "initech"}, 201)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/hil"
@@ -30,11 +31,14 @@ type ipmiPower interface {
 
 // nodePower drives a node's BMC by node name: it joins the node's record
 // (address, user) with its password from the secret store. It is the
-// embedded allocator's power backend.
+// embedded allocator's power backend. IPMI to one BMC address runs one
+// operation at a time: a BMC serves few sessions, and ipmi_sim runs each
+// chassis command synchronously, so concurrent sessions only time out.
 type nodePower struct {
 	store   *store.Store
 	secrets secretStore
 	ipmi    ipmiPower
+	serial  *bmcSerial
 }
 
 var _ hil.NodePower = nodePower{}
@@ -54,28 +58,74 @@ func (p nodePower) target(ctx context.Context, node string) (bmc.Target, error) 
 	return bmc.Target{Host: n.BMC.Host, Port: n.BMC.Port, User: n.BMC.User, Password: string(pw)}, nil
 }
 
-func (p nodePower) PowerStatus(ctx context.Context, node string) (bool, error) {
+// with runs do on node's BMC target, alone on its address.
+func (p nodePower) with(ctx context.Context, node string, do func(bmc.Target) error) error {
 	t, err := p.target(ctx, node)
 	if err != nil {
-		return false, err
+		return err
 	}
-	return p.ipmi.PowerStatus(ctx, t)
+	release, err := p.serial.acquire(ctx, t.Addr())
+	if err != nil {
+		return fmt.Errorf("node %s: wait for its BMC: %w", node, err)
+	}
+	defer release()
+	return do(t)
+}
+
+func (p nodePower) PowerStatus(ctx context.Context, node string) (on bool, err error) {
+	err = p.with(ctx, node, func(t bmc.Target) (err error) {
+		on, err = p.ipmi.PowerStatus(ctx, t)
+		return err
+	})
+	return on, err
 }
 
 func (p nodePower) Power(ctx context.Context, node, action string) error {
-	t, err := p.target(ctx, node)
-	if err != nil {
-		return err
-	}
-	return p.ipmi.Power(ctx, t, action)
+	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.Power(ctx, t, action) })
 }
 
 func (p nodePower) SetBootDevice(ctx context.Context, node, device string, persistent bool) error {
-	t, err := p.target(ctx, node)
-	if err != nil {
-		return err
+	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.SetBootDevice(ctx, t, device, persistent) })
+}
+
+// bmcSerial is a lock per BMC address (host:port) that a waiter can give
+// up on when its context ends; an address's lock is dropped when unused.
+type bmcSerial struct {
+	mu sync.Mutex
+	m  map[string]*bmcSlot
+}
+
+type bmcSlot struct {
+	held  chan struct{} // a token in it means the address is busy
+	users int           // guarded by bmcSerial.mu
+}
+
+func (s *bmcSerial) acquire(ctx context.Context, addr string) (release func(), err error) {
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = map[string]*bmcSlot{}
 	}
-	return p.ipmi.SetBootDevice(ctx, t, device, persistent)
+	e := s.m[addr]
+	if e == nil {
+		e = &bmcSlot{held: make(chan struct{}, 1)}
+		s.m[addr] = e
+	}
+	e.users++
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(s.m, addr)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case e.held <- struct{}{}:
+		return func() { <-e.held; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, ctx.Err()
+	}
 }
 
 // newEmbeddedAllocator returns the allocator that keeps membership in st
@@ -83,7 +133,7 @@ func (p nodePower) SetBootDevice(ctx context.Context, node, device string, persi
 func newEmbeddedAllocator(st *store.Store, sec secretStore, ipmi ipmiPower) *hil.Embedded {
 	return &hil.Embedded{
 		Members:    st,
-		BMC:        nodePower{store: st, secrets: sec, ipmi: ipmi},
+		BMC:        nodePower{store: st, secrets: sec, ipmi: ipmi, serial: &bmcSerial{}},
 		IsOwned:    func(err error) bool { return errors.Is(err, store.ErrAllocated) },
 		IsNotFound: func(err error) bool { return errors.Is(err, store.ErrNotFound) },
 	}

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -33,31 +32,6 @@ type projectLister interface {
 	NodeProjects(ctx context.Context) (map[string]string, error)
 }
 
-// hardware adapts an Allocator to what a handover needs.
-type hardware struct{ alloc Allocator }
-
-func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return h.alloc.Power(ctx, node, hil.PowerOff)
-}
-
-func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
-	on, err := h.alloc.PowerStatus(ctx, node)
-	// A free node under HIL has its OBM disabled, so its power cannot be
-	// read or driven ("OBM is not enabled"): nothing to power off.
-	if errors.Is(err, hil.ErrNoPowerControl) || errors.Is(err, hil.ErrBlocked) {
-		return false, fmt.Errorf("%w: %w", lease.ErrNoPowerControl, err)
-	}
-	return on, err
-}
-
-func (h hardware) Detach(ctx context.Context, node, project string) error {
-	return h.alloc.Detach(ctx, node, project)
-}
-
-func (h hardware) Connect(ctx context.Context, node, project string) error {
-	return h.alloc.Connect(ctx, node, project)
-}
-
 // Reconciler brings every node to the state its leases ask for: at each
 // lease boundary it opens a handover and runs it, resumes handovers left
 // running by a crash, and reports nodes whose allocator project disagrees
@@ -70,6 +44,9 @@ type Reconciler struct {
 	Now         func() time.Time
 	Concurrency int // handovers run at once
 	Metrics     *ReconcileMetrics
+	// Power, if set, is the plane the broker uses: a drift fence takes
+	// the node's gate exclusively and drops its cached power.
+	Power *PowerPlane
 
 	passes passTracker // one pass at a time, whoever triggers it; the last ones
 }
@@ -248,13 +225,21 @@ func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, b
 		detail := fmt.Sprintf("allocator has it in project %q, expected %q", got, want)
 		var ferr error
 		if ns.Holder != "" {
-			ferr = r.Store.Fence(ctx, ns.Node)
+			ferr = r.fence(ctx, ns.Node)
 			detail += "; fenced from " + ns.Holder
 		}
 		r.Log.Warn("node drift", "node", ns.Node, "detail", detail)
 		r.audit(ctx, "node.drift", ns.Node, detail, ferr)
 	}
 	return drift, nil
+}
+
+// fence takes node from its holder outside a handover.
+func (r *Reconciler) fence(ctx context.Context, node string) error {
+	if r.Power == nil {
+		return r.Store.Fence(ctx, node)
+	}
+	return r.Power.fence(node, func() error { return r.Store.Fence(ctx, node) })
 }
 
 func (r *Reconciler) audit(ctx context.Context, action, node, detail string, err error) {

@@ -121,7 +121,7 @@ func (f *benchFleet) reconciler() *Reconciler {
 	return &Reconciler{
 		Store: f.store, Allocator: alloc, Log: slog.New(slog.DiscardHandler), Now: now, Concurrency: 8,
 		Machine: &lease.Machine{
-			Hardware: hardware{alloc}, Journal: store.Journal{Store: f.store, Now: now},
+			Hardware: hardware{NewPowerPlane(alloc, 0, time.Now)}, Journal: store.Journal{Store: f.store, Now: now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 5, PowerOffTimeout: time.Minute, PollInterval: 250 * time.Millisecond,
 		},

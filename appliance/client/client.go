@@ -132,6 +132,9 @@ type NodeSpec struct {
 	Description string   `json:"description,omitempty"`
 	MACs        []string `json:"macs,omitempty"`
 	BMC         *BMCSpec `json:"bmc,omitempty"`
+	// TenantBMCAddress, if set, is the node's tenant-facing BMC address;
+	// the appliance picks a free one from its range otherwise.
+	TenantBMCAddress string `json:"tenant_bmc_address,omitempty"`
 }
 
 // BMCSpec names a node's BMC. Host may include a port.

@@ -22,6 +22,11 @@ import (
 // names no port.
 const DefaultBMCPort = 623
 
+// DefaultTenantBMCRange is where tenant-facing BMC addresses come from
+// unless configured: 198.18.0.0/15, reserved for benchmarking (RFC 2544),
+// so it collides with no real network.
+var DefaultTenantBMCRange = netip.MustParsePrefix("198.18.0.0/15")
+
 // MaxNameLen is the longest tenant or node name accepted.
 const MaxNameLen = 40
 
@@ -50,11 +55,16 @@ type Tenant struct {
 // Node is a shared physical server. Its BMC password is never part of the
 // record: it lives in the secret store.
 type Node struct {
-	Name        string    `json:"name"`
-	Description string    `json:"description,omitempty"`
-	MACs        []string  `json:"macs"`
-	BMC         BMC       `json:"bmc"`
-	CreatedAt   time.Time `json:"created_at"`
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	MACs        []string `json:"macs"`
+	BMC         BMC      `json:"bmc"`
+	// TenantBMCAddress is the node's tenant-facing BMC address: a bare
+	// IPv4 address from the configured range, stable and unique while the
+	// node exists, that tenants' Foremans store on the host's BMC
+	// interface. It is never the real BMC's address.
+	TenantBMCAddress string    `json:"tenant_bmc_address"`
+	CreatedAt        time.Time `json:"created_at"`
 }
 
 // BMC is how the appliance reaches a node's baseboard management controller.
@@ -249,4 +259,28 @@ func (n *Node) Normalize() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ValidateTenantBMCRange checks a range for tenant-facing BMC addresses:
+// an IPv4 network in canonical form (no host bits) holding at least two
+// usable addresses (/8 to /30).
+func ValidateTenantBMCRange(field string, p netip.Prefix) error {
+	if !p.IsValid() || !p.Addr().Is4() || p.Masked() != p || p.Bits() < 8 || p.Bits() > 30 {
+		return &FieldError{field, fmt.Sprintf("%q is not an IPv4 network from /8 to /30 without host bits, such as 198.18.0.0/15", p)}
+	}
+	return nil
+}
+
+// ParseTenantBMCAddress parses a tenant-facing BMC address: a bare IPv4
+// address (what Foreman accepts on a BMC interface: no name, no port)
+// inside p, neither its network nor its broadcast address.
+func ParseTenantBMCAddress(field, s string, p netip.Prefix) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() || a.String() != s {
+		return a, &FieldError{field, fmt.Sprintf("%q is not a bare IPv4 address (Foreman accepts nothing else on a BMC interface)", s)}
+	}
+	if !p.Contains(a) || a == p.Addr() || !p.Contains(a.Next()) {
+		return a, &FieldError{field, fmt.Sprintf("%s is not a host address of the tenant-facing BMC range %s", s, p)}
+	}
+	return a, nil
 }

@@ -30,7 +30,7 @@ func BenchmarkPowerStatus(b *testing.B) {
 	log := slog.New(slog.DiscardHandler)
 	a := newApplianceRig(b, t0.Add(-time.Minute), 5*time.Second, log)
 	if _, err := a.admin.CreateNode(ctx, client.NodeSpec{Name: "node-1", MACs: []string{"52:54:00:00:00:01"},
-		BMC: &client.BMCSpec{Host: "10.0.0.5", User: "admin"}}); err != nil {
+		BMC: &client.BMCSpec{Host: "10.0.0.5", User: "admin"}, TenantBMCAddress: "198.18.0.5"}); err != nil {
 		b.Fatal(err)
 	}
 	p := newTenantProxy(b, a, "acme", log)
@@ -55,12 +55,12 @@ func BenchmarkPowerStatus(b *testing.B) {
 		want string
 	}{
 		{"proxy", foreman, func() *http.Request {
-			r := foremanRequest(p.h.ts.URL, "GET", "/bmc/10.0.0.5/chassis/power/status", "")
+			r := foremanRequest(p.h.ts.URL, "GET", "/bmc/198.18.0.5/chassis/power/status", "")
 			r.SetBasicAuth("acme", bmcPass)
 			return r
 		}, `{"action":"status","result":"off"}`},
 		{"broker", plain, func() *http.Request {
-			r, _ := http.NewRequest("GET", a.url+"/broker/v1/nodes/10.0.0.5/power", nil)
+			r, _ := http.NewRequest("GET", a.url+"/broker/v1/nodes/198.18.0.5/power", nil)
 			r.Header.Set("Authorization", "Bearer "+token)
 			return r
 		}, ""},

@@ -52,12 +52,12 @@ type Storage interface {
 
 // Lease is one of the tenant's active or upcoming leases.
 type Lease struct {
-	Node    string    `json:"node"`
-	BMCHost string    `json:"bmc_host,omitempty"`
-	MACs    []string  `json:"macs"`
-	Start   time.Time `json:"start"`
-	End     time.Time `json:"end"`
-	State   string    `json:"state"`
+	Node       string    `json:"node"`
+	BMCAddress string    `json:"bmc_address,omitempty"` // the node's tenant-facing BMC address
+	MACs       []string  `json:"macs"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+	State      string    `json:"state"`
 }
 
 // Power is a node's power state as the tenant may see it: the real state

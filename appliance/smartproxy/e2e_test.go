@@ -269,7 +269,8 @@ func TestEndToEndHandover(t *testing.T) {
 	a := newApplianceRig(t, t0.Add(-time.Minute), 0, log.With("side", "appliance"))
 	for i, bmc := range []string{"10.0.0.5", "10.0.0.6"} {
 		if _, err := a.admin.CreateNode(ctx, client.NodeSpec{Name: fmt.Sprintf("node-%d", i+1),
-			MACs: []string{fmt.Sprintf("52:54:00:00:00:0%d", i+1)}, BMC: &client.BMCSpec{Host: bmc, User: "admin"}}); err != nil {
+			MACs: []string{fmt.Sprintf("52:54:00:00:00:0%d", i+1)}, BMC: &client.BMCSpec{Host: bmc, User: "admin"},
+			TenantBMCAddress: fmt.Sprintf("198.18.0.%d", 5+i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -282,13 +283,15 @@ func TestEndToEndHandover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const status = "/bmc/10.0.0.5/chassis/power/status" // Foreman's :host is the BMC address
+	// Foreman's :host is the node's tenant-facing BMC address; the real
+	// one (10.0.0.5) never reaches a tenant.
+	const status = "/bmc/198.18.0.5/chassis/power/status"
 	const on, off = `{"action":"status","result":"on"}`, `{"action":"status","result":"off"}`
 
 	// Before any lease starts, nobody holds node-1.
 	s, b := acme.foreman("GET", status, "")
 	expect(t, "acme status before its lease", s, b, 200, off)
-	s, b = acme.foreman("PUT", "/bmc/10.0.0.5/chassis/power/on", "action=on")
+	s, b = acme.foreman("PUT", "/bmc/198.18.0.5/chassis/power/on", "action=on")
 	expect(t, "acme power on before its lease", s, b, 400, "node node-1 is not leased to acme now; its next lease to acme starts 2026-12-01T09:00:00Z")
 
 	// acme's lease starts: the handover activates it.
@@ -298,7 +301,7 @@ func TestEndToEndHandover(t *testing.T) {
 	}
 	s, b = acme.foreman("GET", status, "")
 	expect(t, "acme status, node off", s, b, 200, off)
-	s, b = acme.foreman("PUT", "/bmc/10.0.0.5/chassis/power/on", "action=on")
+	s, b = acme.foreman("PUT", "/bmc/198.18.0.5/chassis/power/on", "action=on")
 	expect(t, "acme power on", s, b, 200, `{"action":"on","result":true}`)
 	s, b = acme.foreman("GET", status, "")
 	expect(t, "acme status, node on", s, b, 200, on)
@@ -310,10 +313,10 @@ func TestEndToEndHandover(t *testing.T) {
 	s, b = globex.foreman("GET", status, "")
 	expect(t, "globex status during acme's lease", s, b, 200, off)
 	for _, action := range []string{"on", "off", "cycle", "soft", "reset"} {
-		s, b = globex.foreman("PUT", "/bmc/10.0.0.5/chassis/power/"+action, "action="+action)
+		s, b = globex.foreman("PUT", "/bmc/198.18.0.5/chassis/power/"+action, "action="+action)
 		expect(t, "globex "+action, s, b, 400, "node node-1 is not leased to globex now; its next lease to globex starts 2026-12-01T10:00:00Z")
 	}
-	s, b = globex.foreman("PUT", "/bmc/10.0.0.5/chassis/config/bootdevice/pxe", "function=bootdevice&device=pxe")
+	s, b = globex.foreman("PUT", "/bmc/198.18.0.5/chassis/config/bootdevice/pxe", "function=bootdevice&device=pxe")
 	expect(t, "globex boot device", s, b, 400, "not leased to globex now")
 
 	// acme provisions: a disk from the golden image, attached to its
@@ -322,7 +325,7 @@ func TestEndToEndHandover(t *testing.T) {
 	expect(t, "acme image list", s, b, 200, `["debian-12"]`)
 	s, b = acme.json("POST", "/m2/disks", `{"name":"web1","image":"debian-12"}`)
 	expect(t, "acme create_disk", s, b, 201, `"project":"acme","name":"web1","source":"image:debian-12"`)
-	s, b = acme.json("POST", "/m2/disks/web1/attach", `{"node":"10.0.0.5"}`)
+	s, b = acme.json("POST", "/m2/disks/web1/attach", `{"node":"198.18.0.5"}`)
 	expect(t, "acme attach", s, b, 200, `"node":"node-1"`)
 	token := between(b, `"boot_token":"`, `"`)
 	s, b = acme.bootScript(token)
@@ -346,22 +349,22 @@ func TestEndToEndHandover(t *testing.T) {
 	}
 	s, b = acme.foreman("GET", status, "")
 	expect(t, "acme status after the handover", s, b, 200, off)
-	s, b = acme.foreman("PUT", "/bmc/10.0.0.5/chassis/power/on", "action=on")
+	s, b = acme.foreman("PUT", "/bmc/198.18.0.5/chassis/power/on", "action=on")
 	expect(t, "acme power on after its lease", s, b, 400, "node node-1 is not leased to acme now and has no lease of it ahead")
 	s, b = acme.bootScript(token)
 	expect(t, "acme's boot script after the handover", s, b, 404, "no boot script for this token")
 
 	s, b = globex.foreman("GET", status, "")
 	expect(t, "globex status, real state", s, b, 200, off)
-	s, b = globex.foreman("PUT", "/bmc/10.0.0.5/chassis/config/bootdevice/disk", "function=bootdevice&device=disk")
+	s, b = globex.foreman("PUT", "/bmc/198.18.0.5/chassis/config/bootdevice/disk", "function=bootdevice&device=disk")
 	expect(t, "globex boot device", s, b, 200, `{"action":"disk","result":true}`)
-	s, b = globex.foreman("PUT", "/bmc/10.0.0.5/chassis/power/on", "action=on")
+	s, b = globex.foreman("PUT", "/bmc/198.18.0.5/chassis/power/on", "action=on")
 	expect(t, "globex power on", s, b, 200, `{"action":"on","result":true}`)
 	s, b = globex.foreman("GET", status, "")
 	expect(t, "globex status after power on", s, b, 200, on)
 	s, b = acme.foreman("GET", status, "")
 	expect(t, "acme status while globex's node is on", s, b, 200, off)
-	s, b = acme.foreman("PUT", "/bmc/10.0.0.5/chassis/power/off", "action=off")
+	s, b = acme.foreman("PUT", "/bmc/198.18.0.5/chassis/power/off", "action=off")
 	expect(t, "acme power off globex's node", s, b, 400, "not leased to acme now")
 
 	// Only acme's command during its lease, the handover's power off and
@@ -394,7 +397,7 @@ func TestEndToEndCredentials(t *testing.T) {
 	p.h.ts.TLS = srv.TLSConfig()
 	p.h.ts.StartTLS()
 	t.Cleanup(p.h.ts.Close)
-	s, b := p.foreman("GET", "/bmc/10.0.0.5/chassis/power/status", "")
+	s, b := p.foreman("GET", "/bmc/198.18.0.5/chassis/power/status", "")
 	expect(t, "status with a refused token", s, b, 400, "the appliance refused this smart-proxy's tenant credential")
 	s, b = p.json("GET", "/m2/disks", "")
 	expect(t, "M2 with a refused token", s, b, 502, "the appliance refused this smart-proxy's tenant credential")

@@ -209,7 +209,7 @@ func (b *fakeBroker) Nodes(context.Context) ([]Lease, error) {
 	var out []Lease
 	for _, n := range b.nodes {
 		if n.held || n.next != nil {
-			out = append(out, Lease{Node: n.name, BMCHost: n.bmc, MACs: []string{"52:54:00:00:00:0" + n.name[len(n.name)-1:]}, State: "active"})
+			out = append(out, Lease{Node: n.name, BMCAddress: n.bmc, MACs: []string{"52:54:00:00:00:0" + n.name[len(n.name)-1:]}, State: "active"})
 		}
 	}
 	return out, nil

@@ -282,7 +282,7 @@ func (s *Server) nodeName(ctx context.Context, ref string) (string, error) {
 		return "", err
 	}
 	for _, l := range ls {
-		if l.Node == ref || (l.BMCHost != "" && l.BMCHost == ref) || slices.ContainsFunc(l.MACs, func(m string) bool { return strings.EqualFold(m, ref) }) {
+		if l.Node == ref || (l.BMCAddress != "" && l.BMCAddress == ref) || slices.ContainsFunc(l.MACs, func(m string) bool { return strings.EqualFold(m, ref) }) {
 			return l.Node, nil
 		}
 	}

@@ -33,7 +33,7 @@ func TestM2Routes(t *testing.T) {
 		{"DELETE", "/m2/iscsi_target?disk=debian-12", "", "", nil, 200, "text/plain; charset=utf-8", "Success"},
 		{"DELETE", "/m2/iscsi_target?disk=debian-12", "", "", nil, 404, "application/json", `{"error":"disk acme/debian-12: not found"}`},
 		{"GET", "/m2/images", "", "", nil, 200, "application/json", `[{"name":"debian-12","size":1073741824,…`},
-		{"GET", "/m2/nodes", "", "", nil, 200, "application/json", `[{"node":"node-1","bmc_host":"10.0.0.5",…`},
+		{"GET", "/m2/nodes", "", "", nil, 200, "application/json", `[{"node":"node-1","bmc_address":"10.0.0.5",…`},
 		{"POST", "/m2/disks", "application/json", `{"name":"web2","image":"debian-12"}`, nil, 201, "application/json", `{"project":"acme","name":"web2","source":"image:debian-12",…`},
 		{"POST", "/m2/disks", "application/x-www-form-urlencoded", `name=web3&snapshot=s0`, nil, 201, "application/json", `{"project":"acme","name":"web3","source":"snapshot:s0",…`},
 		{"POST", "/m2/disks", "application/json", `{"name":"web4","image":"debian-12","size":"1"}`, nil, 400, "application/json", `{"error":"size: unknown field (known: name, image, snapshot)"}`},

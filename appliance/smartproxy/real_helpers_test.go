@@ -211,3 +211,14 @@ func redactScript(s string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// tenantBMCAddress is node's tenant-facing BMC address: the :host its
+// tenants' Foremans use.
+func tenantBMCAddress(t *testing.T, a *applianceRig, node string) string {
+	t.Helper()
+	n, err := a.admin.Node(context.Background(), node)
+	if err != nil || n.TenantBMCAddress == "" {
+		t.Fatalf("node %s: %+v %v", node, n, err)
+	}
+	return n.TenantBMCAddress
+}

@@ -47,28 +47,22 @@ func (s *Store) TenantByToken(ctx context.Context, hash string) (string, error) 
 	return name, err
 }
 
-// ErrAmbiguous means a BMC address names more than one node (BMCs sharing
-// an IP address on different ports).
-var ErrAmbiguous = errors.New("ambiguous")
-
-// FindNode returns the node named ref or, failing that, the one whose BMC
-// host is ref: Foreman addresses nodes by their BMC address. An address
-// shared by several nodes is refused with ErrAmbiguous rather than guessed.
+// FindNode returns the node named ref or, failing that, the one whose
+// tenant-facing BMC address is ref, exactly: that address is what a
+// tenant's Foreman stores for the host. Real BMC addresses never resolve.
 func (s *Store) FindNode(ctx context.Context, ref string) (inventory.Node, error) {
 	n, err := s.GetNode(ctx, ref)
 	if !errors.Is(err, ErrNotFound) {
 		return n, err
 	}
-	ns, err := collect(ctx, s, "find node", scanNode, nodeQuery+` WHERE n.bmc_host = ? ORDER BY n.name LIMIT 2`, ref)
-	switch {
-	case err != nil:
-		return n, err
-	case len(ns) == 0:
+	n, err = scanNode(s.hot.nodeByAddress.QueryRowContext(ctx, ref))
+	if errors.Is(err, sql.ErrNoRows) {
 		return n, notFound("node", ref)
-	case len(ns) > 1:
-		return n, fmt.Errorf("BMC address %s belongs to several nodes (%s, %s, ...): address them by name: %w", ref, ns[0].Name, ns[1].Name, ErrAmbiguous)
 	}
-	return ns[0], nil
+	if err != nil {
+		return n, fmt.Errorf("find node %s: %w", ref, err)
+	}
+	return n, nil
 }
 
 // HasLeased reports whether tenant has, or ever had, a lease of node —

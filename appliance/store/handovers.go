@@ -244,6 +244,14 @@ func setHolder(ctx context.Context, tx *sql.Tx, node, tenant string) error {
 	return err
 }
 
+// HandoverOpen reports whether node has an unfinished (running or stuck)
+// handover.
+func (s *Store) HandoverOpen(ctx context.Context, node string) (bool, error) {
+	var n int
+	err := s.hot.handoverOpen.QueryRowContext(ctx, node).Scan(&n)
+	return n > 0, err
+}
+
 // Fence clears node's holder outside any handover: drift repair.
 func (s *Store) Fence(ctx context.Context, node string) error {
 	return s.write(ctx, func(tx *sql.Tx) error { return setHolder(ctx, tx, node, "") })

@@ -96,11 +96,31 @@ func (s *Store) deleteLeased(ctx context.Context, kind, table, col, name string,
 // already registered to another node is refused with ErrExists.
 func (s *Store) CreateNode(ctx context.Context, n inventory.Node, now time.Time) (inventory.Node, error) {
 	n.CreatedAt = fromMS(ms(now))
+	chosen := n.TenantBMCAddress
+	p := s.tenantBMCRange()
 	err := s.write(ctx, func(tx *sql.Tx) error {
+		if err := checkRealBMCHost(ctx, tx, n); err != nil {
+			return err
+		}
+		if chosen != "" {
+			if err := checkTenantBMCAddress(ctx, tx, n, p); err != nil {
+				return err
+			}
+		} else {
+			addr, err := freeTenantBMCAddress(ctx, tx, p)
+			if err != nil {
+				return err
+			}
+			n.TenantBMCAddress = addr
+		}
 		res, err := tx.ExecContext(ctx,
-			`INSERT INTO nodes (name, description, bmc_host, bmc_port, bmc_user, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			n.Name, n.Description, n.BMC.Host, n.BMC.Port, n.BMC.User, ms(n.CreatedAt))
+			`INSERT INTO nodes (name, description, bmc_host, bmc_port, bmc_user, tenant_bmc_address, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			n.Name, n.Description, n.BMC.Host, n.BMC.Port, n.BMC.User, n.TenantBMCAddress, ms(n.CreatedAt))
 		if isUnique(err) {
+			var owner string
+			if tx.QueryRowContext(ctx, `SELECT name FROM nodes WHERE tenant_bmc_address = ?`, n.TenantBMCAddress).Scan(&owner) == nil {
+				return fmt.Errorf("tenant-facing BMC address %s belongs to node %q: %w", n.TenantBMCAddress, owner, ErrExists)
+			}
 			return fmt.Errorf("node %q: %w", n.Name, ErrExists)
 		}
 		if err != nil {
@@ -123,13 +143,31 @@ func (s *Store) CreateNode(ctx context.Context, n inventory.Node, now time.Time)
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, ErrExists) {
+	var fe *inventory.FieldError
+	if err != nil && !errors.Is(err, ErrExists) && !errors.As(err, &fe) {
 		return n, fmt.Errorf("create node %s: %w", n.Name, err)
 	}
 	return n, err
 }
 
-const nodeQuery = `SELECT n.name, n.description, n.bmc_host, n.bmc_port, n.bmc_user, n.created_at,
+// checkRealBMCHost refuses a node whose real BMC address is another node's
+// tenant-facing one: a tenant's reference to it would be ambiguous.
+func checkRealBMCHost(ctx context.Context, tx *sql.Tx, n inventory.Node) error {
+	if n.BMC.Host == "" {
+		return nil
+	}
+	var owner string
+	err := tx.QueryRowContext(ctx, `SELECT name FROM nodes WHERE tenant_bmc_address = ? LIMIT 1`, n.BMC.Host).Scan(&owner)
+	switch {
+	case err == nil:
+		return &inventory.FieldError{Field: "bmc.host", Reason: fmt.Sprintf("%s is the tenant-facing BMC address of node %s", n.BMC.Host, owner)}
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	}
+	return err
+}
+
+const nodeQuery = `SELECT n.name, n.description, n.bmc_host, n.bmc_port, n.bmc_user, n.tenant_bmc_address, n.created_at,
 	coalesce((SELECT group_concat(mac, ',') FROM (SELECT mac FROM node_macs WHERE node_id = n.id ORDER BY mac)), '')
 	FROM nodes n`
 
@@ -137,7 +175,7 @@ func scanNode(row scanner) (inventory.Node, error) {
 	var n inventory.Node
 	var created int64
 	var macs string
-	err := row.Scan(&n.Name, &n.Description, &n.BMC.Host, &n.BMC.Port, &n.BMC.User, &created, &macs)
+	err := row.Scan(&n.Name, &n.Description, &n.BMC.Host, &n.BMC.Port, &n.BMC.User, &n.TenantBMCAddress, &created, &macs)
 	n.CreatedAt = fromMS(created)
 	n.MACs = []string{}
 	if macs != "" {

@@ -14,15 +14,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/malleable-cloud/malleable/appliance/inventory"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -43,18 +47,21 @@ type Store struct {
 	w   *sql.DB // one connection: every write transaction
 	r   *sql.DB // read-only pool
 	hot hotStatements
+
+	mu       sync.Mutex
+	bmcRange netip.Prefix // where new tenant-facing BMC addresses come from
 }
 
 // hotStatements are the reads every broker request makes (a tenant's
 // smart-proxy asks for power status often, and Foreman waits at most
 // 3 s): prepared once instead of parsed per query.
 type hotStatements struct {
-	tenantByToken, nodeByName, nextLease, holder *sql.Stmt
+	tenantByToken, nodeByName, nodeByAddress, nextLease, holder, handoverOpen *sql.Stmt
 }
 
 func (h hotStatements) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{h.tenantByToken, h.nodeByName, h.nextLease, h.holder} {
+	for _, st := range []*sql.Stmt{h.tenantByToken, h.nodeByName, h.nodeByAddress, h.nextLease, h.holder, h.handoverOpen} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -69,6 +76,9 @@ func (s *Store) prepare(ctx context.Context) error {
 	}{
 		{&s.hot.tenantByToken, `SELECT name FROM tenants WHERE broker_token_sha256 = ?`},
 		{&s.hot.nodeByName, nodeQuery + ` WHERE n.name = ?`},
+		{&s.hot.nodeByAddress, nodeQuery + ` WHERE n.tenant_bmc_address = ?`},
+		{&s.hot.handoverOpen, `SELECT count(*) FROM handovers h JOIN nodes n ON n.id = h.node_id
+			WHERE n.name = ? AND h.status != 'done'`},
 		{&s.hot.nextLease, leaseQuery + ` WHERE n.name = ? AND t.name = ? AND l.cancelled = 0 AND l.end_at > ? ORDER BY l.start_at LIMIT 1`},
 		{&s.hot.holder, `SELECT t.name FROM node_holders h JOIN nodes n ON n.id = h.node_id
 			LEFT JOIN tenants t ON t.id = h.tenant_id WHERE n.name = ?`},
@@ -110,7 +120,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxLifetime(0)
-	s := &Store{w: w}
+	s := &Store{w: w, bmcRange: inventory.DefaultTenantBMCRange}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -21,13 +21,14 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func nodeTable(nodes ...inventory.Node) func(*tabwriter.Writer) {
 	return func(tw *tabwriter.Writer) {
-		fmt.Fprintln(tw, "NAME\tMACS\tBMC\tBMC USER\tDESCRIPTION")
+		fmt.Fprintln(tw, "NAME\tMACS\tBMC\tBMC USER\tTENANT BMC ADDRESS\tDESCRIPTION")
 		for _, n := range nodes {
 			bmc := "-"
 			if n.BMC.Host != "" {
 				bmc = n.BMC.Address()
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, orDash(strings.Join(n.MACs, ",")), bmc, orDash(n.BMC.User), orDash(n.Description))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, orDash(strings.Join(n.MACs, ",")), bmc, orDash(n.BMC.User),
+				orDash(n.TenantBMCAddress), orDash(n.Description))
 		}
 	}
 }
@@ -38,13 +39,14 @@ func cmdNode(ctx context.Context, e env, args []string) error {
 	var bmc, bmcUser, passwordFile string
 	cmds := map[string]*command{
 		"add": {
-			usage: "node add NAME [--mac MAC]... [--bmc HOST[:PORT] --bmc-user USER --bmc-password-file FILE] [--description TEXT]",
+			usage: "node add NAME [--mac MAC]... [--bmc HOST[:PORT] --bmc-user USER --bmc-password-file FILE] [--tenant-bmc-address IPV4] [--description TEXT]",
 			nargs: 1,
 			flags: func(fs *flag.FlagSet) {
 				fs.Var(&macs, "mac", "a MAC address of the node (repeatable)")
 				fs.StringVar(&bmc, "bmc", "", "BMC address, host[:port] (IPMI port 623 by default)")
 				fs.StringVar(&bmcUser, "bmc-user", "", "BMC user name")
 				fs.StringVar(&passwordFile, "bmc-password-file", "", "file holding the BMC password ('-' for standard input); kept in the secret store")
+				fs.StringVar(&spec.TenantBMCAddress, "tenant-bmc-address", "", "the node's tenant-facing BMC address (an IPv4 of [nodes] tenant_bmc_range); a free one by default")
 				fs.StringVar(&spec.Description, "description", "", "free text")
 			},
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {

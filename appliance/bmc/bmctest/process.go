@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -234,4 +235,22 @@ func waitGone(pid int, max time.Duration) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return true
+}
+
+// Freeze stops the BMC's ipmi_sim (SIGSTOP) so that it answers nothing, as
+// a BMC that hangs, until thaw is called or the test ends; the machine
+// keeps its power.
+func (s *Sim) Freeze(tb testing.TB) (thaw func()) {
+	tb.Helper()
+	if s.proc == nil {
+		tb.Fatalf("bmctest: Freeze of a stopped BMC")
+	}
+	pid := s.proc.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		tb.Fatalf("bmctest: SIGSTOP ipmi_sim (pid %d): %v", pid, err)
+	}
+	var once sync.Once
+	thaw = func() { once.Do(func() { syscall.Kill(pid, syscall.SIGCONT) }) }
+	tb.Cleanup(thaw)
+	return thaw
 }
