@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,7 +32,7 @@ type m2Backend struct {
 func startM2(ctx context.Context, cfg Config, sec secretStore, log *slog.Logger) (*m2Backend, error) {
 	m := cfg.M2
 	log = log.With("component", "m2")
-	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+	if err := ensurePrivateDir(m.Dir, log); err != nil {
 		return nil, fmt.Errorf("m2: %w", err)
 	}
 	vols, err := storage.NewFile(filepath.Join(m.Dir, "volumes"), storage.FileOptions{Logger: log})
@@ -198,10 +197,11 @@ func m2Routes(r *mux.Router, b *server.Backend, st *store.Store, log *slog.Logge
 // host apart from the appliance: its API on [m2] listen, authenticated with
 // the admin token, until ctx ends.
 func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
-	token, sec, err := openState(cfg, log)
+	token, sec, release, err := openState(cfg, log)
 	if err != nil {
 		return err
 	}
+	defer release()
 	defer sec.Close()
 	m, err := startM2(ctx, cfg, sec, log)
 	if err != nil {
