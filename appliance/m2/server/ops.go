@@ -280,20 +280,29 @@ func (b *Backend) Attach(ctx context.Context, project, name, node string) (m2.At
 	if err != nil {
 		return m2.Attachment{}, err
 	}
-	if d.node != "" && d.node != node {
-		return m2.Attachment{}, fmt.Errorf("disk %s/%s is attached to node %s: %w", project, name, d.node, m2.ErrInUse)
-	}
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	token := hex.EncodeToString(raw)
 	d.node, d.initiator, d.bootTokenHash = node, b.InitiatorIQN(node), tokenHash(token)
-	_, err = b.db.ExecContext(ctx, `UPDATE disks SET node = ?, initiator = ?, boot_token_sha256 = ? WHERE id = ?`,
-		d.node, d.initiator, d.bootTokenHash, d.id)
+	// Check and update in one statement: of concurrent attaches of one
+	// disk to different nodes exactly one finds it free.
+	res, err := b.db.ExecContext(ctx, `UPDATE disks SET node = ?, initiator = ?, boot_token_sha256 = ?
+		WHERE id = ? AND state = 'ready' AND node IN ('', ?)`,
+		d.node, d.initiator, d.bootTokenHash, d.id, node)
 	if isUnique(err) {
 		return m2.Attachment{}, fmt.Errorf("node %s already has a disk attached: %w", node, m2.ErrInUse)
 	}
 	if err != nil {
 		return m2.Attachment{}, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return m2.Attachment{}, err
+	} else if n == 0 {
+		now, err := b.getDisk(ctx, project, name)
+		if err != nil {
+			return m2.Attachment{}, err
+		}
+		return m2.Attachment{}, fmt.Errorf("disk %s/%s is attached to node %s: %w", project, name, now.node, m2.ErrInUse)
 	}
 	if err := b.rotate(ctx, d); err != nil {
 		return m2.Attachment{}, fmt.Errorf("attach %s/%s to %s: %w", project, name, node, err)
