@@ -37,6 +37,11 @@ func (b *Backend) ImportImage(ctx context.Context, name string, src io.Reader, s
 	if err := m2.ValidateName("image", name); err != nil {
 		return m2.Image{}, err
 	}
+	if src != nil && size >= 0 {
+		if err := validImageSize(size); err != nil {
+			return m2.Image{}, err
+		}
+	}
 	_, err := b.db.ExecContext(ctx, `INSERT INTO images (name, state, created_at) VALUES (?, 'creating', ?)`, name, b.ms())
 	if isUnique(err) {
 		return m2.Image{}, fmt.Errorf("image %q: %w", name, m2.ErrExists)
@@ -72,11 +77,27 @@ func (b *Backend) importImage(ctx context.Context, name string, src io.Reader, s
 	if err != nil {
 		return m2.Image{}, err
 	}
+	if err := validImageSize(v.Size); err != nil {
+		return m2.Image{}, err
+	}
 	if _, err := b.db.ExecContext(ctx, `UPDATE images SET size = ?, allocated = ?, sha256 = ?, state = 'ready' WHERE name = ?`,
 		v.Size, v.Allocated, sum, name); err != nil {
 		return m2.Image{}, err
 	}
 	return b.Image(ctx, name)
+}
+
+// sectorSize is the unit of an iSCSI LUN's size.
+const sectorSize = 512
+
+// validImageSize refuses what cannot be a disk: a golden image is at
+// least one 512-byte sector and a whole number of them, which is what a
+// LUN presents: its size is counted in whole sectors.
+func validImageSize(size int64) error {
+	if size < sectorSize || size%sectorSize != 0 {
+		return fmt.Errorf("%w: image is %d bytes; a golden image is a disk: at least one and a whole number of 512-byte sectors", m2.ErrInvalid, size)
+	}
+	return nil
 }
 
 // Image returns golden image name.
