@@ -131,8 +131,8 @@ func (a *API) Router() *mux.Router {
 	v1.Handle("/leases/{id}/extend", a.handle(a.extendLease)).Methods(http.MethodPost)
 	v1.Handle("/audit", a.handle(a.listAudit)).Methods(http.MethodGet)
 	a.hardwareRoutes(v1)
-	a.brokerRoutes(r)                 // answers 503 when no allocator is configured
-	a.m2Routes(r) // answers 503 when M2 is not enabled
+	a.brokerRoutes(r) // answers 503 when no allocator is configured
+	a.m2Routes(r)     // answers 503 when M2 is not enabled
 	return r
 }
 
