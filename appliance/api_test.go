@@ -1050,11 +1050,11 @@ func TestAPIConcurrentOverlappingLeases(t *testing.T) {
 
 func TestAPIMetrics(t *testing.T) {
 	e := newAPIEnv(t)
-	e.seed(t)                                                 // 2 POST nodes, 2 POST tenants, all 201
-	e.call(http.MethodGet, "/api/v1/nodes", "")               // 200
-	e.call(http.MethodGet, "/api/v1/nodes", "")               // 200
-	e.call(http.MethodGet, "/api/v1/nodes/n1", "")            // 200
-	e.call(http.MethodGet, "/api/v1/nodes/ghost", "")         // 404
+	e.seed(t)                                                                              // 2 POST nodes, 2 POST tenants, all 201
+	e.call(http.MethodGet, "/api/v1/nodes", "")                                            // 200
+	e.call(http.MethodGet, "/api/v1/nodes", "")                                            // 200
+	e.call(http.MethodGet, "/api/v1/nodes/n1", "")                                         // 200
+	e.call(http.MethodGet, "/api/v1/nodes/ghost", "")                                      // 404
 	e.call(http.MethodPost, "/api/v1/nodes", `{"name":"n1","macs":["52:54:00:00:00:01"]}`) // 409
 
 	rep := e.must(t, http.StatusOK, http.MethodGet, "/metrics", "", nil)
