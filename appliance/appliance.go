@@ -94,8 +94,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 		},
 	}
 	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg, Now: now,
-		Secrets: sec, Allocator: alloc, Reconciler: rec, StatusCacheTTL: cfg.Broker.StatusCacheTTL, M2: m2b,
-		M2Timeouts: server.Timeouts{Transfer: cfg.M2.TransferTimeout, Operation: cfg.M2.OperationTimeout}})
+		Secrets: sec, Allocator: alloc, Reconciler: rec, StatusCacheTTL: cfg.Broker.StatusCacheTTL, M2: m2b, M2Timeouts: m2Timeouts(cfg)})
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {

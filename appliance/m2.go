@@ -147,6 +147,11 @@ func (s *tgtdSupervisor) shutdown(ctx context.Context) {
 	}
 }
 
+// m2Timeouts are the M2 copy routes' own deadlines from [m2].
+func m2Timeouts(cfg Config) server.Timeouts {
+	return server.Timeouts{Transfer: cfg.M2.TransferTimeout, Operation: cfg.M2.OperationTimeout}
+}
+
 // m2Disks is the handover's unbind step over the M2 backend: the old
 // tenant's disk is detached from the node (and kept).
 type m2Disks struct{ b *server.Backend }
@@ -236,7 +241,7 @@ func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 			// No audit log of its own: the mutations go to its log.
 			log.Info("m2 audit", "action", rec.Action, "target", rec.Target, "detail", rec.Detail, "status", rec.Status, "err", rec.Err)
 		},
-		Timeouts: server.Timeouts{Transfer: cfg.M2.TransferTimeout, Operation: cfg.M2.OperationTimeout},
+		Timeouts: m2Timeouts(cfg),
 		Logger:   log,
 	})
 	ln, err := net.Listen("tcp", cfg.M2.Listen)
