@@ -43,6 +43,7 @@ type API struct {
 	broker     *Broker
 	power      *PowerPlane
 	m2         *server.Backend
+	m2Timeouts server.Timeouts
 }
 
 // APIConfig is what NewAPI needs.
@@ -72,12 +73,14 @@ type APIConfig struct {
 	Power *PowerPlane
 	// M2 is the embedded M2 backend, served under /m2/v1; none when nil.
 	M2 *server.Backend
+	// M2Timeouts bound M2's image and disk copies; zero takes M2's defaults.
+	M2Timeouts server.Timeouts
 }
 
 // NewAPI returns the admin API.
 func NewAPI(c APIConfig) *API {
 	a := &API{store: c.Store, limits: c.Limits, token: c.Token, log: c.Logger, now: c.Now, reg: c.Registry,
-		secrets: c.Secrets, alloc: c.Allocator, reconciler: c.Reconciler, m2: c.M2}
+		secrets: c.Secrets, alloc: c.Allocator, reconciler: c.Reconciler, m2: c.M2, m2Timeouts: c.M2Timeouts}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -140,8 +143,8 @@ func (a *API) Router() *mux.Router {
 	v1.Handle("/leases/{id}/extend", a.handle(a.extendLease)).Methods(http.MethodPost)
 	v1.Handle("/audit", a.handle(a.listAudit)).Methods(http.MethodGet)
 	a.hardwareRoutes(v1)
-	a.brokerRoutes(r)                 // answers 503 when no allocator is configured
-	m2Routes(r, a.m2, a.store, a.log) // answers 503 when M2 is not enabled
+	a.brokerRoutes(r) // answers 503 when no allocator is configured
+	a.m2Routes(r)     // answers 503 when M2 is not enabled
 	return r
 }
 
@@ -373,13 +376,17 @@ func (a *API) audit(r *http.Request, action, target, detail string, err error) {
 			result = "failed: " + err.Error()
 		}
 	}
-	e := store.AuditEntry{At: a.now(), Actor: actor(r.Context()), Action: action, Target: target, Detail: detail, Result: result}
+	a.record(r, store.AuditEntry{At: a.now(), Actor: actor(r.Context()), Action: action, Target: target, Detail: detail, Result: result})
+}
+
+// record appends e to the audit log.
+func (a *API) record(r *http.Request, e store.AuditEntry) {
 	// The request's context may be cancelled by the client: the audit line
 	// must be written regardless.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
 	if _, aerr := a.store.AppendAudit(ctx, e); aerr != nil {
-		a.log.Error("audit log write failed", "action", action, "target", target, "err", aerr)
+		a.log.Error("audit log write failed", "action", e.Action, "target", e.Target, "err", aerr)
 	}
 }
 

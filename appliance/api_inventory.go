@@ -37,7 +37,7 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 	if req.BMC != nil {
 		n.BMC = inventory.BMC{Host: req.BMC.Host, Port: req.BMC.Port, User: req.BMC.User}
 	}
-	err := n.Normalize()
+	err := errors.Join(n.Normalize(), needMACOrBMC(req))
 	password := ""
 	if req.BMC != nil && req.BMC.Password != "" {
 		password = req.BMC.Password
@@ -161,6 +161,18 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// needMACOrBMC refuses a node the appliance could neither recognise when
+// it boots (no MAC) nor power (no BMC). Invalid values given for either
+// are Normalize's to report.
+func needMACOrBMC(req nodeRequest) error {
+	if len(req.MACs) > 0 || (req.BMC != nil && req.BMC.Host != "") {
+		return nil
+	}
+	return errors.Join(
+		&inventory.FieldError{Field: "macs", Reason: "a node needs at least one MAC address (macs) or a BMC (bmc.host), or both"},
+		&inventory.FieldError{Field: "bmc.host", Reason: "required when macs is empty"})
 }
 
 // pathName returns the {name} path variable, refusing anything that is not

@@ -158,7 +158,7 @@ func (e *apiEnv) createLease(t *testing.T, node, tenant string, from, to time.Du
 func (e *apiEnv) seed(t *testing.T) {
 	t.Helper()
 	for _, n := range []string{"n1", "n2"} {
-		e.must(t, http.StatusCreated, http.MethodPost, "/api/v1/nodes", `{"name":"`+n+`"}`, nil)
+		e.must(t, http.StatusCreated, http.MethodPost, "/api/v1/nodes", `{"name":"`+n+`","bmc":{"host":"10.0.0.1","user":"admin"}}`, nil)
 	}
 	for _, n := range []string{"t1", "t2"} {
 		e.must(t, http.StatusCreated, http.MethodPost, "/api/v1/tenants", `{"name":"`+n+`"}`, nil)
@@ -355,7 +355,9 @@ func TestAPICreateNode(t *testing.T) {
 		fields      []string
 		want        inventory.Node // for 201, CreatedAt aside
 	}{
-		"minimal": {body: `{"name":"n9"}`, status: 201, want: inventory.Node{Name: "n9", MACs: []string{}}},
+		"minimal": {body: `{"name":"n9","macs":["52:54:00:00:00:09"]}`, status: 201, want: inventory.Node{Name: "n9", MACs: []string{"52:54:00:00:00:09"}}},
+		"neither MAC nor BMC": {body: `{"name":"n9","description":"nothing to boot or power"}`, status: 400, errSub: "at least one MAC address (macs) or a BMC (bmc.host)",
+			fields: []string{"macs", "bmc.host"}},
 		"MACs normalised and sorted": {
 			body:   `{"name":"n9","macs":["52-54-00-AB-CD-02","5254.00ab.cd03"," 52:54:00:AB:CD:01 "]}`,
 			status: 201,
@@ -369,27 +371,27 @@ func TestAPICreateNode(t *testing.T) {
 			want: inventory.Node{Name: "n9", MACs: []string{}, BMC: bmc("fd00::9", 6230, "root")}},
 		"BMC explicit port": {body: `{"name":"n9","bmc":{"host":"10.0.0.5","port":6231,"user":"admin"}}`, status: 201,
 			want: inventory.Node{Name: "n9", MACs: []string{}, BMC: bmc("10.0.0.5", 6231, "admin")}},
-		"JSON with charset": {body: `{"name":"n9","description":"rack 3, slot 4"}`, contentType: "application/json; charset=utf-8", status: 201,
-			want: inventory.Node{Name: "n9", Description: "rack 3, slot 4", MACs: []string{}}},
+		"JSON with charset": {body: `{"name":"n9","description":"rack 3, slot 4","macs":["52:54:00:00:00:09"]}`, contentType: "application/json; charset=utf-8", status: 201,
+			want: inventory.Node{Name: "n9", Description: "rack 3, slot 4", MACs: []string{"52:54:00:00:00:09"}}},
 
-		"tenant BMC address chosen": {body: `{"name":"n9","tenant_bmc_address":"198.18.7.9"}`, status: 201,
-			want: inventory.Node{Name: "n9", MACs: []string{}, TenantBMCAddress: "198.18.7.9"}},
-		"tenant BMC address taken": {body: `{"name":"n9","tenant_bmc_address":"198.18.0.1"}`, status: 409, errSub: `198.18.0.1 belongs to node "existing"`},
-		"tenant BMC address outside the range": {body: `{"name":"n9","tenant_bmc_address":"10.1.2.3"}`, status: 400,
+		"tenant BMC address chosen": {body: `{"name":"n9","macs":["52:54:00:00:00:09"],"tenant_bmc_address":"198.18.7.9"}`, status: 201,
+			want: inventory.Node{Name: "n9", MACs: []string{"52:54:00:00:00:09"}, TenantBMCAddress: "198.18.7.9"}},
+		"tenant BMC address taken": {body: `{"name":"n9","macs":["52:54:00:00:00:09"],"tenant_bmc_address":"198.18.0.1"}`, status: 409, errSub: `198.18.0.1 belongs to node "existing"`},
+		"tenant BMC address outside the range": {body: `{"name":"n9","macs":["52:54:00:00:00:09"],"tenant_bmc_address":"10.1.2.3"}`, status: 400,
 			errSub: "not a host address of the tenant-facing BMC range 198.18.0.0/15", fields: []string{"tenant_bmc_address"}},
-		"tenant BMC address with a port": {body: `{"name":"n9","tenant_bmc_address":"198.18.0.9:623"}`, status: 400,
+		"tenant BMC address with a port": {body: `{"name":"n9","macs":["52:54:00:00:00:09"],"tenant_bmc_address":"198.18.0.9:623"}`, status: 400,
 			errSub: "not a bare IPv4", fields: []string{"tenant_bmc_address"}},
-		"tenant BMC address a name": {body: `{"name":"n9","tenant_bmc_address":"bmc-9.example.org"}`, status: 400,
+		"tenant BMC address a name": {body: `{"name":"n9","macs":["52:54:00:00:00:09"],"tenant_bmc_address":"bmc-9.example.org"}`, status: 400,
 			errSub: "not a bare IPv4", fields: []string{"tenant_bmc_address"}},
-		"tenant BMC address the network": {body: `{"name":"n9","tenant_bmc_address":"198.18.0.0"}`, status: 400,
+		"tenant BMC address the network": {body: `{"name":"n9","macs":["52:54:00:00:00:09"],"tenant_bmc_address":"198.18.0.0"}`, status: 400,
 			errSub: "not a host address", fields: []string{"tenant_bmc_address"}},
 		"real BMC at a tenant-facing address": {body: `{"name":"n9","bmc":{"host":"198.18.0.1","user":"admin"}}`, status: 400,
 			errSub: "tenant-facing BMC address of node existing", fields: []string{"bmc.host"}},
-		"duplicate name":        {body: `{"name":"existing"}`, status: 409, errSub: "already exists"},
+		"duplicate name":        {body: `{"name":"existing","macs":["52:54:00:00:00:09"]}`, status: 409, errSub: "already exists"},
 		"MAC of another node":   {body: `{"name":"n9","macs":["52-54-00-00-00-01"]}`, status: 409, errSub: `belongs to node "existing"`},
-		"upper-case name":       {body: `{"name":"Node9"}`, status: 400, errSub: "not a DNS label", fields: []string{"name"}},
-		"missing name":          {body: `{}`, status: 400, errSub: "required", fields: []string{"name"}},
-		"name too long":         {body: `{"name":"` + strings.Repeat("n", 41) + `"}`, status: 400, errSub: "at most 40", fields: []string{"name"}},
+		"upper-case name":       {body: `{"name":"Node9","macs":["52:54:00:00:00:09"]}`, status: 400, errSub: "not a DNS label", fields: []string{"name"}},
+		"missing name":          {body: `{"macs":["52:54:00:00:00:09"]}`, status: 400, errSub: "required", fields: []string{"name"}},
+		"name too long":         {body: `{"name":"` + strings.Repeat("n", 41) + `","macs":["52:54:00:00:00:09"]}`, status: 400, errSub: "at most 40", fields: []string{"name"}},
 		"bad MAC":               {body: `{"name":"n9","macs":["52:54:00:zz:00:01"]}`, status: 400, errSub: "48-bit MAC", fields: []string{"macs[0]"}},
 		"EUI-64 is not a MAC":   {body: `{"name":"n9","macs":["52:54:00:12:34:56:78:9a"]}`, status: 400, errSub: "48-bit MAC", fields: []string{"macs[0]"}},
 		"MAC listed twice":      {body: `{"name":"n9","macs":["52:54:00:00:00:02","52-54-00-00-00-02"]}`, status: 400, errSub: "listed twice", fields: []string{"macs[1]"}},
@@ -928,7 +930,7 @@ func TestAPIAudit(t *testing.T) {
 	}{
 		{http.MethodPost, "/api/v1/tenants", `{"name":"t1"}`, "tenant.create", "tenant/t1", "ok"},
 		{http.MethodPost, "/api/v1/tenants", `{"name":"t1"}`, "tenant.create", "tenant/t1", "refused (409)"},
-		{http.MethodPost, "/api/v1/nodes", `{"name":"n1"}`, "node.create", "node/n1", "ok"},
+		{http.MethodPost, "/api/v1/nodes", `{"name":"n1","macs":["52:54:00:00:00:01"]}`, "node.create", "node/n1", "ok"},
 		{http.MethodPost, "/api/v1/nodes", `{"name":"N_1"}`, "node.create", "node/(invalid name)", "refused (400)"},
 		{http.MethodPost, "/api/v1/leases", `{"node":"n1","tenant":"t1","start":"` + at(time.Hour) + `","end":"` + at(2*time.Hour) + `"}`, "lease.create", "node/n1", "ok"},
 		{http.MethodPost, "/api/v1/leases", `{"node":"n1","tenant":"t1","duration":"2h"}`, "lease.create", "node/n1", "refused (409)"},
@@ -1064,12 +1066,12 @@ func TestAPIConcurrentOverlappingLeases(t *testing.T) {
 
 func TestAPIMetrics(t *testing.T) {
 	e := newAPIEnv(t)
-	e.seed(t)                                                 // 2 POST nodes, 2 POST tenants, all 201
-	e.call(http.MethodGet, "/api/v1/nodes", "")               // 200
-	e.call(http.MethodGet, "/api/v1/nodes", "")               // 200
-	e.call(http.MethodGet, "/api/v1/nodes/n1", "")            // 200
-	e.call(http.MethodGet, "/api/v1/nodes/ghost", "")         // 404
-	e.call(http.MethodPost, "/api/v1/nodes", `{"name":"n1"}`) // 409
+	e.seed(t)                                                                              // 2 POST nodes, 2 POST tenants, all 201
+	e.call(http.MethodGet, "/api/v1/nodes", "")                                            // 200
+	e.call(http.MethodGet, "/api/v1/nodes", "")                                            // 200
+	e.call(http.MethodGet, "/api/v1/nodes/n1", "")                                         // 200
+	e.call(http.MethodGet, "/api/v1/nodes/ghost", "")                                      // 404
+	e.call(http.MethodPost, "/api/v1/nodes", `{"name":"n1","macs":["52:54:00:00:00:01"]}`) // 409
 
 	rep := e.must(t, http.StatusOK, http.MethodGet, "/metrics", "", nil)
 	if ct := rep.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {

@@ -50,10 +50,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	if now == nil {
 		now = time.Now
 	}
-	token, sec, err := openState(cfg, log)
+	token, sec, release, err := openState(cfg, log)
 	if err != nil {
 		return err
 	}
+	defer release()
 	defer sec.Close()
 	st, err := store.Open(ctx, cfg.Store.Path)
 	if err != nil {
@@ -101,7 +102,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 		},
 	}
 	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg, Now: now,
-		Secrets: sec, Allocator: alloc, Reconciler: rec, Power: power, M2: m2b})
+		Secrets: sec, Allocator: alloc, Reconciler: rec, Power: power, M2: m2b, M2Timeouts: m2Timeouts(cfg)})
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {
@@ -153,24 +154,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	return err
 }
 
-// openState creates the data directory, the admin token and the secret
-// store: what every role of the appliance needs first.
-func openState(cfg Config, log *slog.Logger) (token string, sec *secrets.FileStore, err error) {
-	if err := os.MkdirAll(cfg.Appliance.DataDir, 0o700); err != nil {
-		return "", nil, fmt.Errorf("create data directory: %w", err)
+// openState creates (or makes private) the data directory and takes it
+// for this process, then opens the admin token and the secret store: what
+// every role of the appliance needs first. release gives the directory up.
+func openState(cfg Config, log *slog.Logger) (token string, sec *secrets.FileStore, release func(), err error) {
+	if err := ensurePrivateDir(cfg.Appliance.DataDir, log); err != nil {
+		return "", nil, nil, fmt.Errorf("data directory: %w", err)
+	}
+	release, err = lockDataDir(cfg.Appliance.DataDir)
+	if err != nil {
+		return "", nil, nil, err
 	}
 	token, created, err := EnsureToken(cfg.Appliance.AdminTokenFile)
 	if err != nil {
-		return "", nil, err
+		release()
+		return "", nil, nil, err
 	}
 	if created {
 		log.Info("generated admin token", "path", cfg.Appliance.AdminTokenFile)
 	}
 	sec, err = secrets.OpenFile(cfg.Secrets.File)
 	if err != nil {
-		return "", nil, fmt.Errorf("open secret store: %w", err)
+		release()
+		return "", nil, nil, fmt.Errorf("open secret store: %w", err)
 	}
-	return token, sec, nil
+	return token, sec, release, nil
 }
 
 // EnsureToken returns the admin token kept in path, generating a new random

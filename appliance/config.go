@@ -84,6 +84,12 @@ type M2Config struct {
 	Tgtd string `ini:"tgtd"`
 	// TgtdControlPort is tgtd's -C: it names tgtd's control socket.
 	TgtdControlPort int `ini:"tgtd_control_port"`
+	// TransferTimeout bounds receiving an uploaded golden image (408
+	// past it); it replaces the API's general 30 s read timeout there.
+	TransferTimeout time.Duration `ini:"transfer_timeout"`
+	// OperationTimeout bounds an image import or upload, a create_disk or
+	// a snapshot from start to finish (504 past it).
+	OperationTimeout time.Duration `ini:"operation_timeout"`
 }
 
 // SecretsConfig is the [secrets] section: the embedded encrypted store
@@ -199,7 +205,8 @@ func DefaultConfig(dataDir string) Config {
 		Broker:    BrokerConfig{StatusCacheTTL: 5 * time.Second},
 		Nodes:     NodesConfig{TenantBMCRange: inventory.DefaultTenantBMCRange.String()},
 		M2: M2Config{Enabled: true, Listen: "127.0.0.1:8781", IQNPrefix: "iqn.2026-11.io.malleable",
-			Portal: "127.0.0.1:3260", Tgtd: "supervise", TgtdControlPort: 7},
+			Portal: "127.0.0.1:3260", Tgtd: "supervise", TgtdControlPort: 7,
+			TransferTimeout: time.Hour, OperationTimeout: time.Hour},
 	}
 }
 
@@ -352,6 +359,12 @@ func (c *Config) Validate() error {
 	}
 	if m.TgtdControlPort < 0 || m.TgtdControlPort > 32767 {
 		bad("m2.tgtd_control_port", "%d is not 0-32767", m.TgtdControlPort)
+	}
+	if m.TransferTimeout < time.Second || m.TransferTimeout > 24*time.Hour {
+		bad("m2.transfer_timeout", "%s is not between 1s and 24h", m.TransferTimeout)
+	}
+	if m.OperationTimeout < time.Second || m.OperationTimeout > 24*time.Hour {
+		bad("m2.operation_timeout", "%s is not between 1s and 24h", m.OperationTimeout)
 	}
 
 	l := c.Leases

@@ -89,6 +89,18 @@ func TestParseConfig(t *testing.T) {
 			ini:  "[leases]\nmin_duration = 10ms\n",
 			errs: []string{"leases.min_duration"},
 		},
+		"m2 deadlines": {
+			ini: "[m2]\ntransfer_timeout = 2h\noperation_timeout = 90m\n",
+			check: func(t *testing.T, c Config) {
+				if c.M2.TransferTimeout != 2*time.Hour || c.M2.OperationTimeout != 90*time.Minute {
+					t.Errorf("m2 timeouts: %s, %s", c.M2.TransferTimeout, c.M2.OperationTimeout)
+				}
+			},
+		},
+		"m2 deadlines out of range": {
+			ini:  "[m2]\ntransfer_timeout = 10ms\noperation_timeout = 48h\n",
+			errs: []string{"m2.transfer_timeout", "m2.operation_timeout"},
+		},
 		"store path with a query": {
 			ini:  "[store]\npath = /tmp/x.db?mode=memory\n",
 			errs: []string{"store.path"},

@@ -416,7 +416,7 @@ func TestDriftIsFencedAndReported(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	r := newRig(t, t0)
 	ctx := context.Background()
-	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 201) // no BMC: power steps are skipped
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:00:01"}}, 201) // no BMC: power steps are skipped
 	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)
 	acme := r.admin("POST", "/api/v1/tenants/acme/token", nil, 201)["token"].(string)
 	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "2h"}, 201)
@@ -474,7 +474,7 @@ func TestDriftIsFencedAndReported(t *testing.T) {
 func TestCancelledInFirstSecondStillReadsOff(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	r := newRig(t, t0)
-	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 201)
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:00:01"}}, 201)
 	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)
 	acme := r.admin("POST", "/api/v1/tenants/acme/token", nil, 201)["token"].(string)
 	l := r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "1h"}, 201)

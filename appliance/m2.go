@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,7 +32,7 @@ type m2Backend struct {
 func startM2(ctx context.Context, cfg Config, sec secretStore, log *slog.Logger) (*m2Backend, error) {
 	m := cfg.M2
 	log = log.With("component", "m2")
-	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+	if err := ensurePrivateDir(m.Dir, log); err != nil {
 		return nil, fmt.Errorf("m2: %w", err)
 	}
 	vols, err := storage.NewFile(filepath.Join(m.Dir, "volumes"), storage.FileOptions{Logger: log})
@@ -148,6 +147,11 @@ func (s *tgtdSupervisor) shutdown(ctx context.Context) {
 	}
 }
 
+// m2Timeouts are the M2 copy routes' own deadlines from [m2].
+func m2Timeouts(cfg Config) server.Timeouts {
+	return server.Timeouts{Transfer: cfg.M2.TransferTimeout, Operation: cfg.M2.OperationTimeout}
+}
+
 // m2Disks is the handover's unbind step over the M2 backend: the old
 // tenant's disk is detached from the node (and kept).
 type m2Disks struct{ b *server.Backend }
@@ -178,30 +182,48 @@ func bootAllowed(st *store.Store) func(ctx context.Context, project, node string
 // authenticated before any route runs: the admin token acts for every
 // project, a tenant's token for the tenant's project only. Attaching needs
 // the node to be held by the project, and boot scripts are served (by
-// token alone) only while it still is.
-func m2Routes(r *mux.Router, b *server.Backend, st *store.Store, log *slog.Logger) {
+// token alone) only while it still is. Every mutation, refused or not,
+// goes to the audit log.
+func (a *API) m2Routes(r *mux.Router) {
 	server.Register(r, server.HandlerConfig{
-		Backend: b,
+		Backend: a.m2,
 		Authorize: func(r *http.Request) (server.Caller, bool) {
 			if t := tenantOf(r.Context()); t != "" {
 				return server.Caller{Project: t}, true
 			}
 			return server.Caller{Admin: true}, true
 		},
-		AttachAllowed: bootAllowed(st),
-		BootAllowed:   bootAllowed(st),
-		Logger:        log,
+		AttachAllowed: bootAllowed(a.store),
+		BootAllowed:   bootAllowed(a.store),
+		Audit:         a.auditM2,
+		Timeouts:      a.m2Timeouts,
+		Logger:        a.log,
 	})
+}
+
+// auditM2 records an M2 mutation and its outcome in the audit log.
+func (a *API) auditM2(r *http.Request, rec server.AuditRecord) {
+	result := "ok"
+	switch {
+	case rec.Err == nil:
+	case rec.Status >= 500:
+		result = "failed: " + rec.Err.Error()
+	default:
+		result = fmt.Sprintf("refused (%d): %v", rec.Status, rec.Err)
+	}
+	a.record(r, store.AuditEntry{At: a.now(), Actor: actor(r.Context()), Action: rec.Action, Target: rec.Target,
+		Detail: rec.Detail, Result: result})
 }
 
 // RunM2 runs the M2 backend alone — `malleable m2 serve` — for a storage
 // host apart from the appliance: its API on [m2] listen, authenticated with
 // the admin token, until ctx ends.
 func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
-	token, sec, err := openState(cfg, log)
+	token, sec, release, err := openState(cfg, log)
 	if err != nil {
 		return err
 	}
+	defer release()
 	defer sec.Close()
 	m, err := startM2(ctx, cfg, sec, log)
 	if err != nil {
@@ -215,7 +237,12 @@ func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			return server.Caller{Admin: true}, ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) == 1
 		},
-		Logger: log,
+		Audit: func(r *http.Request, rec server.AuditRecord) {
+			// No audit log of its own: the mutations go to its log.
+			log.Info("m2 audit", "action", rec.Action, "target", rec.Target, "detail", rec.Detail, "status", rec.Status, "err", rec.Err)
+		},
+		Timeouts: m2Timeouts(cfg),
+		Logger:   log,
 	})
 	ln, err := net.Listen("tcp", cfg.M2.Listen)
 	if err != nil {

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_go
+ensure_modules
 ensure_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Real components the tests drive: simulated BMCs (OpenIPMI's ipmi_sim, whose
 # machines are qemu processes) and ipmitool as an independent IPMI client.
@@ -25,7 +26,7 @@ echo "==> gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
 
-echo "==> go vet"
+echo "==> go vet (compiles every package)"
 go vet ./...
 
 echo "==> staticcheck"
@@ -56,5 +57,5 @@ for target in $(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' . | s
 	echo "fuzz $target ($pkg): ok"
 done
 
-echo "==> go test -race -shuffle=on ./..."
+echo "==> go test -race -shuffle=on ./... (builds with the race detector, then runs against real components: several minutes; each package prints when done)"
 go test -race -shuffle=on -count=1 ./...

@@ -345,17 +345,22 @@ func (f *File) create(ctx context.Context, name string, fill func(tmp *os.File) 
 	if err := tmp.Sync(); err != nil {
 		return Volume{}, fmt.Errorf("sync: %w", err)
 	}
-	fi, err := tmp.Stat()
-	if err != nil {
-		return Volume{}, fmt.Errorf("stat temp file: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return Volume{}, err
 	}
 	if err := f.publish(tmpName, name, ns); err != nil {
 		return Volume{}, err
 	}
-	v := describe(name, tmp, fi)
+	// Described from a fresh open of the published, durable volume, as
+	// Stat does: an fstat of the descriptor that wrote it may answer from
+	// attributes cached before the writes (fuse-overlayfs reports 0 blocks
+	// allocated there).
+	file, fi, err := f.openVolume(name)
+	if err != nil {
+		return Volume{}, fmt.Errorf("stat %s: %w", name, err)
+	}
+	v := describe(name, file, fi)
+	file.Close()
 	f.log.Info("volume created", "volume", name, "method", method, "size", v.Size, "allocated", v.Allocated)
 	return v, nil
 }

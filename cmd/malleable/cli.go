@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -19,11 +20,13 @@ import (
 // is, how to authenticate, and how to print.
 type conn struct {
 	server, token, tokenFile, config, output string
+	// resolved is the appliance URL the client was made for.
+	resolved string
 }
 
 func (c *conn) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&c.server, "server", e.getenv("MALLEABLE_SERVER"), "appliance URL (env MALLEABLE_SERVER); default from --config, else http://"+appliance.DefaultListen)
-	fs.StringVar(&c.token, "token", "", "admin token (prefer env MALLEABLE_TOKEN or --token-file)")
+	fs.StringVar(&c.token, "token", "", "removed: use --token-file or env MALLEABLE_TOKEN (a token in argv is visible in /proc)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the admin token; default from --config or the default data directory")
 	fs.StringVar(&c.config, "config", e.getenv("MALLEABLE_CONFIG"), "appliance.ini to take the address and token file from (env MALLEABLE_CONFIG)")
 	fs.StringVar(&c.output, "o", "table", "output: table or json")
@@ -35,10 +38,12 @@ func (c *conn) client(e env) (*client.Client, error) {
 	if c.output != "table" && c.output != "json" {
 		return nil, usagef("-o must be table or json, got %q", c.output)
 	}
-	server, token := c.server, c.token
-	if token == "" {
-		token = e.getenv("MALLEABLE_TOKEN")
+	if c.token != "" {
+		// A token in argv is readable by every local user in
+		// /proc/<pid>/cmdline (and lands in shell history).
+		return nil, usagef("--token is not accepted: a secret on the command line is visible to every local user; use --token-file FILE or the environment variable MALLEABLE_TOKEN")
 	}
+	server, token := c.server, e.getenv("MALLEABLE_TOKEN")
 	if server == "" || (token == "" && c.tokenFile == "") {
 		cfg, err := loadConfig(e, c.config, nil)
 		if err != nil {
@@ -61,6 +66,7 @@ func (c *conn) client(e env) (*client.Client, error) {
 		}
 		token = t
 	}
+	c.resolved = server
 	return client.New(server, token), nil
 }
 
@@ -135,14 +141,19 @@ func runGroupTimeout(ctx context.Context, e env, group string, cmds map[string]*
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	return explain(cmd.run(ctx, cl, &printer{w: e.stdout, json: cn.output == "json"}, pos))
+	return explain(cn.resolved, cmd.run(ctx, cl, &printer{w: e.stdout, json: cn.output == "json"}, pos))
 }
 
-// explain turns API errors into messages for a person at a terminal.
-func explain(err error) error {
+// explain turns API errors into messages for a person at a terminal, and
+// says what to do when no appliance answers at server.
+func explain(server string, err error) error {
 	var ae *client.Error
-	if errors.As(err, &ae) {
+	switch {
+	case errors.As(err, &ae):
 		return fmt.Errorf("%s (HTTP %d)", ae.Message, ae.Status)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("no appliance answers at %s: start it with scripts/run.sh (or `malleable serve`), "+
+			"or point the CLI at a running one with --config FILE or --server URL (%w)", server, err)
 	}
 	return err
 }

@@ -555,7 +555,7 @@ func TestM2Serve(t *testing.T) {
 		return string(out)
 	}
 	img := filepath.Join(dir, "golden.img")
-	os.WriteFile(img, append([]byte("golden"), make([]byte, 1<<20)...), 0o600)
+	os.WriteFile(img, append([]byte("golden"), make([]byte, 1<<20-6)...), 0o600) // whole 512-byte sectors
 	cli("image", "import", "golden", "--file", img)
 	cli("disk", "create", "acme", "web-1", "--image", "golden")
 

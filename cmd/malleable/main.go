@@ -132,12 +132,15 @@ func dispatch(ctx context.Context, e env, args []string) error {
 // arguments, and returns the positional ones. -h/--help prints the usage and
 // returns flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	// The flag package prints the usage itself on -h and on errors: quiet
+	// it, and print the usage once, for -h only.
+	out := fs.Output()
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(nil)
+				fs.SetOutput(out)
 				fs.Usage()
 				return nil, err
 			}
@@ -158,9 +161,9 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 // newFlagSet returns a flag set whose usage prints to w.
 func newFlagSet(w io.Writer, name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(w)
 	fs.Usage = func() {
-		fmt.Fprintf(w, "Usage: malleable %s\n\nFlags:\n", usage)
-		fs.SetOutput(w)
+		fmt.Fprintf(fs.Output(), "Usage: malleable %s\n\nFlags:\n", usage)
 		fs.PrintDefaults()
 	}
 	return fs

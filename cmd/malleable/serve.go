@@ -186,8 +186,14 @@ func cmdConfig(e env, args []string) error {
 
 // cmdM2 is `malleable m2 serve`: the M2 storage backend alone.
 func cmdM2(ctx context.Context, e env, args []string) error {
+	const m2Usage = "Usage: malleable m2 serve [--config FILE] [flags]\n\nRuns the M2 storage backend alone; 'malleable m2 serve --help' lists its flags.\n"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(e.stdout, m2Usage)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "serve" {
-		return usagef("m2: want 'serve'")
+		fmt.Fprint(e.stderr, m2Usage)
+		return usagef("m2: the only subcommand is 'm2 serve'")
 	}
 	fs := newFlagSet(e.stderr, "m2 serve", "m2 serve [--config FILE] [flags]")
 	configPath := fs.String("config", e.getenv("MALLEABLE_CONFIG"), "appliance.ini to read (env MALLEABLE_CONFIG); embedded defaults if empty")

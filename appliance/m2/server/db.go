@@ -3,58 +3,21 @@ package server
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// schema is the backend's metadata, in its own SQLite file. Rows are
-// written in state 'creating' before their volume exists and become
-// 'ready' after, so a crash leaves a row that start-up cleans, never a
-// volume nobody knows.
-const schema = `
-CREATE TABLE IF NOT EXISTS images (
-    name       TEXT    PRIMARY KEY,
-    size       INTEGER NOT NULL DEFAULT 0,
-    allocated  INTEGER NOT NULL DEFAULT 0,
-    sha256     TEXT    NOT NULL DEFAULT '',
-    state      TEXT    NOT NULL CHECK (state IN ('creating', 'ready')),
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS disks (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
-    project           TEXT    NOT NULL,
-    name              TEXT    NOT NULL,
-    source            TEXT    NOT NULL,
-    node              TEXT    NOT NULL DEFAULT '',
-    initiator         TEXT    NOT NULL DEFAULT '',
-    boot_token_sha256 TEXT    NOT NULL DEFAULT '',
-    state             TEXT    NOT NULL CHECK (state IN ('creating', 'ready')),
-    created_at        INTEGER NOT NULL,
-    UNIQUE (project, name)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS disks_node ON disks (node) WHERE node != '';
-CREATE UNIQUE INDEX IF NOT EXISTS disks_boot_token ON disks (boot_token_sha256) WHERE boot_token_sha256 != '';
-CREATE TABLE IF NOT EXISTS snapshots (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    project    TEXT    NOT NULL,
-    name       TEXT    NOT NULL,
-    disk       TEXT    NOT NULL,
-    size       INTEGER NOT NULL DEFAULT 0,
-    state      TEXT    NOT NULL CHECK (state IN ('creating', 'ready')),
-    created_at INTEGER NOT NULL,
-    UNIQUE (project, name)
-);
-CREATE TABLE IF NOT EXISTS project_tokens (
-    project      TEXT PRIMARY KEY,
-    token_sha256 TEXT NOT NULL UNIQUE
-);
-`
-
+// openDB opens the backend's metadata database and brings its schema to
+// the latest embedded migration (migrations/NNNN_name.sql).
 func openDB(ctx context.Context, path string) (*sql.DB, error) {
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("database path %q contains '?' or '#'", path)
@@ -72,11 +35,101 @@ func openDB(ctx context.Context, path string) (*sql.DB, error) {
 	}
 	// One connection: metadata writes are few, and this serialises them.
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if err := migrate(ctx, db); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("create schema: %w", err)
+		return nil, err
 	}
 	return db, nil
+}
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in order, numbered 1, 2, ...
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var out []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a number and '_'", e.Name())
+		}
+		body, err := fs.ReadFile(migrationFS, "migrations/"+e.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{v, e.Name(), string(body)})
+	}
+	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
+	for i, m := range out {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: expected version %d", m.name, i+1)
+		}
+	}
+	return out, nil
+}
+
+// LatestSchemaVersion is the metadata schema version this binary migrates
+// to.
+func LatestSchemaVersion() int {
+	ms, _ := migrations()
+	return len(ms)
+}
+
+// SchemaVersion returns the schema version recorded in the metadata
+// database.
+func (b *Backend) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := b.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+// migrate applies, in order and each in its own transaction, every
+// embedded migration newer than the database's user_version. Migrations
+// only move forward; a database written by a newer binary is refused.
+func migrate(ctx context.Context, db *sql.DB) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	var current int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current > len(ms) {
+		return fmt.Errorf("metadata schema version %d is newer than this binary's %d: upgrade malleable", current, len(ms))
+	}
+	for _, m := range ms[current:] {
+		if err := applyMigration(ctx, db, m); err != nil {
+			return fmt.Errorf("apply migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+func applyMigration(ctx context.Context, db *sql.DB, m migration) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func isUnique(err error) bool {

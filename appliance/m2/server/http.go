@@ -37,7 +37,23 @@ type HandlerConfig struct {
 	// AttachAllowed, if set, is asked before a project's disk is attached
 	// to a node: the appliance requires the node to be held by the project.
 	AttachAllowed func(ctx context.Context, project, node string) error
-	Logger        *slog.Logger
+	// Audit, if set, is told of every mutation once it is answered,
+	// refused or not: action such as "disk.attach", target such as
+	// "disk/acme/web", detail, and the error status and error (0 and nil
+	// on success).
+	Audit func(r *http.Request, a AuditRecord)
+	// Timeouts bound the routes that move volumes' data; zero fields take
+	// DefaultTimeout.
+	Timeouts Timeouts
+	Logger   *slog.Logger
+}
+
+// AuditRecord is one M2 mutation as the audit log records it.
+type AuditRecord struct {
+	Action, Target, Detail string
+	// Status is the error status answered; 0 on success.
+	Status int
+	Err    error
 }
 
 // Handler returns the M2 API: images (admin), a project's disks and
@@ -60,45 +76,68 @@ func Register(r *mux.Router, c HandlerConfig) {
 	if h.Logger == nil {
 		h.Logger = slog.New(slog.DiscardHandler)
 	}
-	add := func(method, path string, fn func(http.ResponseWriter, *http.Request, Caller) error, admin bool) {
-		r.Handle(Prefix+path, h.wrap(fn, admin)).Methods(method)
+	h.Timeouts = h.Timeouts.orDefaults()
+	add := func(method, path string, fn handlerFunc, rt route) {
+		r.Handle(Prefix+path, h.wrap(fn, rt)).Methods(method)
 	}
-	add(http.MethodGet, "/images", h.listImages, false)
-	add(http.MethodPost, "/images", h.importImageFile, true)
-	add(http.MethodPut, "/images/{image}", h.uploadImage, true)
-	add(http.MethodGet, "/images/{image}", h.getImage, false)
-	add(http.MethodDelete, "/images/{image}", h.removeImage, true)
-	add(http.MethodGet, "/projects/{project}/disks", h.listDisks, false)
-	add(http.MethodPost, "/projects/{project}/disks", h.createDisk, false)
-	add(http.MethodGet, "/projects/{project}/disks/{disk}", h.getDisk, false)
-	add(http.MethodDelete, "/projects/{project}/disks/{disk}", h.deleteDisk, false)
-	add(http.MethodPost, "/projects/{project}/disks/{disk}/attach", h.attach, false)
-	add(http.MethodPost, "/projects/{project}/disks/{disk}/detach", h.detach, false)
-	add(http.MethodGet, "/projects/{project}/disks/{disk}/boot.ipxe", h.diskBootScript, false)
-	add(http.MethodPost, "/projects/{project}/disks/{disk}/snapshots", h.createSnapshot, false)
-	add(http.MethodGet, "/projects/{project}/snapshots", h.listSnapshots, false)
-	add(http.MethodDelete, "/projects/{project}/snapshots/{snapshot}", h.removeSnapshot, false)
+	add(http.MethodGet, "/images", h.listImages, route{})
+	add(http.MethodPost, "/images", h.importImageFile, route{admin: true, action: "image.import", long: longWork})
+	add(http.MethodPut, "/images/{image}", h.uploadImage, route{admin: true, action: "image.upload", long: longUpload})
+	add(http.MethodGet, "/images/{image}", h.getImage, route{})
+	add(http.MethodDelete, "/images/{image}", h.removeImage, route{admin: true, action: "image.rm"})
+	add(http.MethodGet, "/projects/{project}/disks", h.listDisks, route{})
+	add(http.MethodPost, "/projects/{project}/disks", h.createDisk, route{action: "disk.create", long: longWork})
+	add(http.MethodGet, "/projects/{project}/disks/{disk}", h.getDisk, route{})
+	add(http.MethodDelete, "/projects/{project}/disks/{disk}", h.deleteDisk, route{action: "disk.rm"})
+	add(http.MethodPost, "/projects/{project}/disks/{disk}/attach", h.attach, route{action: "disk.attach"})
+	add(http.MethodPost, "/projects/{project}/disks/{disk}/detach", h.detach, route{action: "disk.detach"})
+	add(http.MethodGet, "/projects/{project}/disks/{disk}/boot.ipxe", h.diskBootScript, route{})
+	add(http.MethodPost, "/projects/{project}/disks/{disk}/snapshots", h.createSnapshot, route{action: "snapshot.create", long: longWork})
+	add(http.MethodGet, "/projects/{project}/snapshots", h.listSnapshots, route{})
+	add(http.MethodDelete, "/projects/{project}/snapshots/{snapshot}", h.removeSnapshot, route{action: "snapshot.rm"})
 	r.Handle(Prefix+"/boot/{token}", http.HandlerFunc(h.bootByToken)).Methods(http.MethodGet)
 }
+
+// route is how wrap treats a route.
+type route struct {
+	admin  bool   // golden images: admins only
+	action string // the audit action of a mutation; "" for reads
+	long   longKind
+}
+
+// call is one request as a handler sees it: who asks, and what a
+// mutation acts on, for the audit log.
+type call struct {
+	Caller
+	target, detail string
+}
+
+type handlerFunc func(http.ResponseWriter, *http.Request, *call) error
 
 type handler struct{ HandlerConfig }
 
 var errForbidden = errors.New("forbidden")
 
-func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, Caller) error, admin bool) http.Handler {
+func (h *handler) wrap(fn handlerFunc, rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h.Backend == nil {
 			writeError(w, http.StatusServiceUnavailable, "M2 storage is not enabled ([m2] enabled)")
 			return
 		}
-		c, ok := h.Authorize(r)
+		caller, ok := h.Authorize(r)
 		if !ok {
 			writeError(w, http.StatusUnauthorized, "missing or invalid credentials")
 			return
 		}
+		if rt.long != 0 {
+			var done func()
+			r, done = h.deadlines(w, r, rt.long == longUpload)
+			defer done()
+		}
+		c := &call{Caller: caller, target: targetOf(mux.Vars(r))}
 		var err error
 		switch p, scoped := mux.Vars(r)["project"]; {
-		case admin && !c.Admin:
+		case rt.admin && !c.Admin:
 			err = fmt.Errorf("%w: golden images are managed by admins only", errForbidden)
 		case scoped && !c.Admin && p != c.Project:
 			// A project sees only its own disks: another project's look
@@ -110,16 +149,57 @@ func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, Caller) error
 		if err == nil {
 			err = fn(w, r, c)
 		}
+		status := 0
 		if err != nil {
-			status := statusOf(err)
-			if status >= 500 {
-				h.Logger.Error("m2 request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-				writeError(w, status, "internal error; see the appliance log")
-				return
-			}
-			writeError(w, status, err.Error())
+			status = h.answerError(w, r, err)
+		}
+		if rt.action != "" && h.Audit != nil {
+			h.Audit(r, AuditRecord{Action: rt.action, Target: c.target, Detail: c.detail, Status: status, Err: err})
 		}
 	})
+}
+
+// answerError writes the answer to a failed request and returns its
+// status. Only unexpected failures are logged, once, here.
+func (h *handler) answerError(w http.ResponseWriter, r *http.Request, err error) int {
+	status := statusOf(err)
+	switch {
+	case status == http.StatusGatewayTimeout:
+		h.Logger.Warn("m2 request past its deadline", "method", r.Method, "path", r.URL.Path, "timeout", h.Timeouts.Operation, "err", err)
+		writeError(w, status, fmt.Sprintf("not finished within the operation deadline of %s; nothing was kept", h.Timeouts.Operation))
+	case status >= 500:
+		h.Logger.Error("m2 request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, status, "internal error; see the appliance log")
+	default:
+		writeError(w, status, err.Error())
+	}
+	return status
+}
+
+// targetOf names what a request acts on from its path, for the audit log.
+func targetOf(v map[string]string) string {
+	switch {
+	case v["image"] != "":
+		return "image/" + auditName(v["image"])
+	case v["snapshot"] != "":
+		return "snapshot/" + auditName(v["project"]) + "/" + auditName(v["snapshot"])
+	case v["disk"] != "":
+		return "disk/" + auditName(v["project"]) + "/" + auditName(v["disk"])
+	case v["project"] != "":
+		return "project/" + auditName(v["project"])
+	}
+	return ""
+}
+
+// auditName is a name as the audit log may record it: a refused
+// request's name can be anything, so only plain names go in verbatim.
+func auditName(s string) string {
+	if len(s) == 0 || len(s) > 64 || strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) {
+		return "(invalid name)"
+	}
+	return s
 }
 
 func statusOf(err error) int {
@@ -132,6 +212,10 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, m2.ErrInvalid), errors.Is(err, errBadRequest):
 		return http.StatusBadRequest
+	case errors.Is(err, errTransferTimeout):
+		return http.StatusRequestTimeout
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
 	}
 	return http.StatusInternalServerError
 }
@@ -166,7 +250,7 @@ func decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	return nil
 }
 
-func (h *handler) listImages(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) listImages(w http.ResponseWriter, r *http.Request, c *call) error {
 	imgs, err := h.Backend.Images(r.Context())
 	if err != nil {
 		return err
@@ -175,7 +259,7 @@ func (h *handler) listImages(w http.ResponseWriter, r *http.Request, _ Caller) e
 	return nil
 }
 
-func (h *handler) getImage(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) getImage(w http.ResponseWriter, r *http.Request, c *call) error {
 	img, err := h.Backend.Image(r.Context(), mux.Vars(r)["image"])
 	if err != nil {
 		return err
@@ -185,7 +269,7 @@ func (h *handler) getImage(w http.ResponseWriter, r *http.Request, _ Caller) err
 }
 
 // importImageFile imports a golden image from a file on the server.
-func (h *handler) importImageFile(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) importImageFile(w http.ResponseWriter, r *http.Request, c *call) error {
 	var req struct {
 		Name string `json:"name"`
 		Path string `json:"path"`
@@ -193,6 +277,7 @@ func (h *handler) importImageFile(w http.ResponseWriter, r *http.Request, _ Call
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
+	c.target, c.detail = "image/"+auditName(req.Name), "from a file on the appliance"
 	if req.Path == "" || !strings.HasPrefix(req.Path, "/") {
 		return fmt.Errorf("%w: path must be an absolute path of a file on the appliance", errBadRequest)
 	}
@@ -205,10 +290,11 @@ func (h *handler) importImageFile(w http.ResponseWriter, r *http.Request, _ Call
 }
 
 // uploadImage streams a golden image in the request body.
-func (h *handler) uploadImage(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) uploadImage(w http.ResponseWriter, r *http.Request, c *call) error {
 	if r.ContentLength < 0 {
 		return fmt.Errorf("%w: Content-Length is required", errBadRequest)
 	}
+	c.detail = fmt.Sprintf("upload of %d bytes", r.ContentLength)
 	img, err := h.Backend.ImportImage(r.Context(), mux.Vars(r)["image"], r.Body, r.ContentLength, "")
 	if err != nil {
 		return err
@@ -217,7 +303,7 @@ func (h *handler) uploadImage(w http.ResponseWriter, r *http.Request, _ Caller) 
 	return nil
 }
 
-func (h *handler) removeImage(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) removeImage(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err := h.Backend.RemoveImage(r.Context(), mux.Vars(r)["image"]); err != nil {
 		return err
 	}
@@ -225,7 +311,7 @@ func (h *handler) removeImage(w http.ResponseWriter, r *http.Request, _ Caller) 
 	return nil
 }
 
-func (h *handler) listDisks(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) listDisks(w http.ResponseWriter, r *http.Request, c *call) error {
 	ds, err := h.Backend.Disks(r.Context(), mux.Vars(r)["project"])
 	if err != nil {
 		return err
@@ -236,7 +322,7 @@ func (h *handler) listDisks(w http.ResponseWriter, r *http.Request, _ Caller) er
 
 // createDisk is create_disk: a clone of an image or snapshot, presented as
 // an iSCSI target.
-func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, c *call) error {
 	var req struct {
 		Name     string `json:"name"`
 		Image    string `json:"image"`
@@ -245,6 +331,7 @@ func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, _ Caller) e
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
+	c.target = targetOf(map[string]string{"project": mux.Vars(r)["project"], "disk": req.Name})
 	source := "image:" + req.Image
 	switch {
 	case (req.Image == "") == (req.Snapshot == ""):
@@ -252,6 +339,7 @@ func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, _ Caller) e
 	case req.Snapshot != "":
 		source = "snapshot:" + req.Snapshot
 	}
+	c.detail = "from " + auditName(strings.TrimPrefix(strings.TrimPrefix(source, "image:"), "snapshot:"))
 	d, err := h.Backend.CreateDisk(r.Context(), mux.Vars(r)["project"], req.Name, source)
 	if err != nil {
 		return err
@@ -260,7 +348,7 @@ func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, _ Caller) e
 	return nil
 }
 
-func (h *handler) getDisk(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) getDisk(w http.ResponseWriter, r *http.Request, c *call) error {
 	v := mux.Vars(r)
 	d, err := h.Backend.Disk(r.Context(), v["project"], v["disk"])
 	if err != nil {
@@ -270,7 +358,7 @@ func (h *handler) getDisk(w http.ResponseWriter, r *http.Request, _ Caller) erro
 	return nil
 }
 
-func (h *handler) deleteDisk(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) deleteDisk(w http.ResponseWriter, r *http.Request, c *call) error {
 	v := mux.Vars(r)
 	if err := h.Backend.DeleteDisk(r.Context(), v["project"], v["disk"]); err != nil {
 		return err
@@ -279,7 +367,7 @@ func (h *handler) deleteDisk(w http.ResponseWriter, r *http.Request, _ Caller) e
 	return nil
 }
 
-func (h *handler) attach(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) attach(w http.ResponseWriter, r *http.Request, c *call) error {
 	var req struct {
 		Node string `json:"node"`
 	}
@@ -287,6 +375,7 @@ func (h *handler) attach(w http.ResponseWriter, r *http.Request, _ Caller) error
 		return err
 	}
 	v := mux.Vars(r)
+	c.detail = "to node " + auditName(req.Node)
 	if h.AttachAllowed != nil {
 		if err := h.AttachAllowed(r.Context(), v["project"], req.Node); err != nil {
 			return fmt.Errorf("%w: %v", errForbidden, err)
@@ -300,7 +389,7 @@ func (h *handler) attach(w http.ResponseWriter, r *http.Request, _ Caller) error
 	return nil
 }
 
-func (h *handler) detach(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) detach(w http.ResponseWriter, r *http.Request, c *call) error {
 	v := mux.Vars(r)
 	if err := h.Backend.Detach(r.Context(), v["project"], v["disk"]); err != nil {
 		return err
@@ -309,7 +398,7 @@ func (h *handler) detach(w http.ResponseWriter, r *http.Request, _ Caller) error
 	return nil
 }
 
-func (h *handler) diskBootScript(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) diskBootScript(w http.ResponseWriter, r *http.Request, c *call) error {
 	v := mux.Vars(r)
 	s, err := h.Backend.DiskBootScript(r.Context(), v["project"], v["disk"])
 	if err != nil {
@@ -349,7 +438,7 @@ func writeScript(w http.ResponseWriter, s []byte) {
 	w.Write(s)
 }
 
-func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request, c *call) error {
 	var req struct {
 		Name string `json:"name"`
 	}
@@ -357,6 +446,8 @@ func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request, _ Calle
 		return err
 	}
 	v := mux.Vars(r)
+	c.target = targetOf(map[string]string{"project": v["project"], "snapshot": req.Name})
+	c.detail = "of disk " + auditName(v["disk"])
 	s, err := h.Backend.CreateSnapshot(r.Context(), v["project"], v["disk"], req.Name)
 	if err != nil {
 		return err
@@ -365,7 +456,7 @@ func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request, _ Calle
 	return nil
 }
 
-func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request, c *call) error {
 	ss, err := h.Backend.Snapshots(r.Context(), mux.Vars(r)["project"])
 	if err != nil {
 		return err
@@ -374,7 +465,7 @@ func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request, _ Caller
 	return nil
 }
 
-func (h *handler) removeSnapshot(w http.ResponseWriter, r *http.Request, _ Caller) error {
+func (h *handler) removeSnapshot(w http.ResponseWriter, r *http.Request, c *call) error {
 	v := mux.Vars(r)
 	if err := h.Backend.RemoveSnapshot(r.Context(), v["project"], v["snapshot"]); err != nil {
 		return err

@@ -37,6 +37,11 @@ func (b *Backend) ImportImage(ctx context.Context, name string, src io.Reader, s
 	if err := m2.ValidateName("image", name); err != nil {
 		return m2.Image{}, err
 	}
+	if src != nil && size >= 0 {
+		if err := validImageSize(size); err != nil {
+			return m2.Image{}, err
+		}
+	}
 	_, err := b.db.ExecContext(ctx, `INSERT INTO images (name, state, created_at) VALUES (?, 'creating', ?)`, name, b.ms())
 	if isUnique(err) {
 		return m2.Image{}, fmt.Errorf("image %q: %w", name, m2.ErrExists)
@@ -72,11 +77,27 @@ func (b *Backend) importImage(ctx context.Context, name string, src io.Reader, s
 	if err != nil {
 		return m2.Image{}, err
 	}
+	if err := validImageSize(v.Size); err != nil {
+		return m2.Image{}, err
+	}
 	if _, err := b.db.ExecContext(ctx, `UPDATE images SET size = ?, allocated = ?, sha256 = ?, state = 'ready' WHERE name = ?`,
 		v.Size, v.Allocated, sum, name); err != nil {
 		return m2.Image{}, err
 	}
 	return b.Image(ctx, name)
+}
+
+// sectorSize is the unit of an iSCSI LUN's size.
+const sectorSize = 512
+
+// validImageSize refuses what cannot be a disk: a golden image is at
+// least one 512-byte sector and a whole number of them, which is what a
+// LUN presents: its size is counted in whole sectors.
+func validImageSize(size int64) error {
+	if size < sectorSize || size%sectorSize != 0 {
+		return fmt.Errorf("%w: image is %d bytes; a golden image is a disk: at least one and a whole number of 512-byte sectors", m2.ErrInvalid, size)
+	}
+	return nil
 }
 
 // Image returns golden image name.
@@ -280,20 +301,29 @@ func (b *Backend) Attach(ctx context.Context, project, name, node string) (m2.At
 	if err != nil {
 		return m2.Attachment{}, err
 	}
-	if d.node != "" && d.node != node {
-		return m2.Attachment{}, fmt.Errorf("disk %s/%s is attached to node %s: %w", project, name, d.node, m2.ErrInUse)
-	}
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	token := hex.EncodeToString(raw)
 	d.node, d.initiator, d.bootTokenHash = node, b.InitiatorIQN(node), tokenHash(token)
-	_, err = b.db.ExecContext(ctx, `UPDATE disks SET node = ?, initiator = ?, boot_token_sha256 = ? WHERE id = ?`,
-		d.node, d.initiator, d.bootTokenHash, d.id)
+	// Check and update in one statement: of concurrent attaches of one
+	// disk to different nodes exactly one finds it free.
+	res, err := b.db.ExecContext(ctx, `UPDATE disks SET node = ?, initiator = ?, boot_token_sha256 = ?
+		WHERE id = ? AND state = 'ready' AND node IN ('', ?)`,
+		d.node, d.initiator, d.bootTokenHash, d.id, node)
 	if isUnique(err) {
 		return m2.Attachment{}, fmt.Errorf("node %s already has a disk attached: %w", node, m2.ErrInUse)
 	}
 	if err != nil {
 		return m2.Attachment{}, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return m2.Attachment{}, err
+	} else if n == 0 {
+		now, err := b.getDisk(ctx, project, name)
+		if err != nil {
+			return m2.Attachment{}, err
+		}
+		return m2.Attachment{}, fmt.Errorf("disk %s/%s is attached to node %s: %w", project, name, now.node, m2.ErrInUse)
 	}
 	if err := b.rotate(ctx, d); err != nil {
 		return m2.Attachment{}, fmt.Errorf("attach %s/%s to %s: %w", project, name, node, err)
