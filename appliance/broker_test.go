@@ -28,7 +28,7 @@ func leaseRig(t *testing.T, sim *bmctest.Sim, t0 time.Time) (r *rig, acme, globe
 	if sim != nil {
 		bmcSpec = map[string]any{"host": sim.Host, "port": sim.Port, "user": sim.User, "password": sim.Password}
 	}
-	node := map[string]any{"name": "node-1"}
+	node := map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:00:01"}}
 	if sim != nil {
 		node["bmc"] = bmcSpec
 	}

@@ -62,6 +62,8 @@ type rig struct {
 	srv   *httptest.Server
 	token string
 	power *PowerPlane
+
+	nodeCount int // nodes leaseNow registered, for unique MACs
 }
 
 func newRig(t *testing.T, start time.Time) *rig {

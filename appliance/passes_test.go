@@ -32,11 +32,13 @@ func holdAt(r *rig, point string) (entered <-chan struct{}, release func()) {
 	return in, func() { rel.Do(func() { close(out) }) }
 }
 
-// leaseNow registers node (no BMC: its power step is skipped) and tenant
-// and leases the node to it from the rig's now.
+// leaseNow registers node (a MAC, no BMC: its power step is skipped) and
+// tenant and leases the node to it from the rig's now.
 func (r *rig) leaseNow(node, tenant string) {
 	r.t.Helper()
-	r.admin("POST", "/api/v1/nodes", map[string]any{"name": node}, 201)
+	r.nodeCount++
+	mac := fmt.Sprintf("52:54:00:00:10:%02x", r.nodeCount)
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": node, "macs": []string{mac}}, 201)
 	r.admin("POST", "/api/v1/tenants", map[string]any{"name": tenant}, 201)
 	r.admin("POST", "/api/v1/leases", map[string]any{"node": node, "tenant": tenant, "duration": "1h"}, 201)
 }
