@@ -54,6 +54,7 @@ func (c *conn) client(e env) (*client.Client, error) {
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}
+	c.server = server
 	if token == "" {
 		t, err := appliance.ReadToken(c.tokenFile)
 		if err != nil {

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSmartProxyInit: `smart-proxy init` writes, from the running
+// appliance, a configuration that passes `config check` and runs as is:
+// private files where secrets are, a CA that signed both the proxy's
+// server certificate (for the host Foreman calls) and Foreman's client
+// certificate (whose CN is trusted), the tenant's token that the broker
+// takes; nothing secret on stdout; no overwrite without --force.
+func TestSmartProxyInit(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
+	d.ok(t, "tenant", "add", "acme")
+	dir := filepath.Join(t.TempDir(), "acme-proxy")
+	addr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	out := d.ok(t, "smart-proxy", "init", "--dir", dir, "--tenant", "acme", "--listen", addr,
+		"--host", "127.0.0.1", "--foreman-cn", "foreman.acme.example")
+
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("dir: %v %v, want mode 0700", fi, err)
+	}
+	for name, mode := range map[string]os.FileMode{
+		"smartproxy.ini": 0o600, "broker.token": 0o600, "bmc.password": 0o600, "proxy.key": 0o600,
+		"foreman.key": 0o600, "proxy.crt": 0o644, "foreman.crt": 0o644, "ca.crt": 0o644,
+	} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || fi.Mode().Perm() != mode {
+			t.Errorf("%s: %v, want mode %04o", name, err, mode)
+			continue
+		}
+		if !strings.Contains(out, filepath.Join(dir, name)) {
+			t.Errorf("init does not list %s:\n%s", name, out)
+		}
+	}
+	for _, secret := range []string{"broker.token", "bmc.password"} {
+		b, _ := os.ReadFile(filepath.Join(dir, secret))
+		if v := strings.TrimSpace(string(b)); len(v) < 16 || strings.Contains(out, v) {
+			t.Errorf("%s: %d characters, shown on stdout: %v", secret, len(v), strings.Contains(out, v))
+		}
+	}
+	if strings.Contains(out, "PRIVATE KEY") {
+		t.Errorf("init prints a key:\n%s", out)
+	}
+	ini := filepath.Join(dir, "smartproxy.ini")
+	if out, errOut, code := runProxyCmd(t, "smart-proxy", "config", "check", ini); code != 0 {
+		t.Fatalf("config check of init's file: exit %d\n%s%s", code, out, errOut)
+	}
+
+	p := startProxy(t, ini)
+	ca := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	ca.AppendCertsFromPEM(caPEM)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "foreman.crt"), filepath.Join(dir, "foreman.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreman := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: ca, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/v2/features", nil)
+	if status, _, body := fetch(t, foreman, req); status != 200 || !strings.Contains(body, `"bmc":`) {
+		t.Errorf("GET /v2/features as Foreman = %d %s", status, body)
+	}
+	if out, errOut, code := runProxyCmd(t, "smart-proxy", "health", "--config", ini); code != 0 || !strings.Contains(out, "tenant acme") {
+		t.Errorf("health: exit %d\n%s%s", code, out, errOut)
+	}
+	p.stop(t)
+
+	_, errOut, code := d.cli(t, "smart-proxy", "init", "--dir", dir, "--tenant", "acme")
+	if code == 0 || !strings.Contains(errOut, "--force") {
+		t.Errorf("init over existing files: exit %d, want a refusal naming --force\n%s", code, errOut)
+	}
+	d.ok(t, "smart-proxy", "init", "--dir", dir, "--tenant", "acme", "--force")
+	_, errOut, code = d.cli(t, "smart-proxy", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--tenant", "nobody")
+	if code == 0 || !strings.Contains(errOut, "nobody") {
+		t.Errorf("init for an unknown tenant: exit %d\n%s", code, errOut)
+	}
+}
