@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,5 +84,54 @@ func TestSmartProxyInit(t *testing.T) {
 	_, errOut, code = d.cli(t, "smart-proxy", "init", "--dir", filepath.Join(t.TempDir(), "x"), "--tenant", "nobody")
 	if code == 0 || !strings.Contains(errOut, "nobody") {
 		t.Errorf("init for an unknown tenant: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestREADMESmartProxyWalkthrough runs the README's smart-proxy block
+// verbatim through bash against a real `serve`, with only the appliance's
+// and the proxy's addresses swapped for the test's own.
+func TestREADMESmartProxyWalkthrough(t *testing.T) {
+	requireTools(t, "bash", "curl", "grep")
+	block := readmeBlock(t, "smart-proxy-walkthrough")
+	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
+	work, token := walkthroughDir(t, d)
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	script := strings.NewReplacer("http://127.0.0.1:8780", "http://"+d.addr, "127.0.0.1:8443", proxyAddr).Replace(block)
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "MALLEABLE_SERVER="+d.addr, "MALLEABLE_TOKEN="+token)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-done:
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+		}
+	}()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(work, "initech-proxy.log"))
+		t.Fatalf("walkthrough failed: %v\n%s\n--- proxy log ---\n%s\n--- appliance log ---\n%s", err, out, log, d.log)
+	}
+	text := string(out)
+	for _, want := range []string{
+		"initech-proxy/smartproxy.ini: OK", `["bmc"]`, "ok: smart-proxy at https://" + proxyAddr,
+		`{"bmc":{"http_enabled":false,"https_enabled":true`, `{"action":"status","result":"off"}`,
+		"node lab-9 is not leased to initech now; its next lease to initech starts",
+		`msg="refused by the appliance"`, `method=PUT path=/bmc/lab-9/chassis/power/on status=403`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("walkthrough output lacks %q", want)
+		}
+	}
+	for _, name := range []string{"broker.token", "bmc.password"} {
+		b, _ := os.ReadFile(filepath.Join(work, "initech-proxy", name))
+		if s := strings.TrimSpace(string(b)); s == "" || strings.Contains(text, s) {
+			t.Errorf("%s is empty or shown in the walkthrough's output", name)
+		}
+	}
+	if t.Failed() {
+		t.Logf("walkthrough output:\n%s", out)
 	}
 }
