@@ -36,7 +36,7 @@ var (
 const maxAnswer = 4 << 20
 
 // NewClient returns a client of the appliance at baseURL (for example
-// http://appliance:8780) that authenticates with token. A nil hc gets a
+// http://127.0.0.1:8780) that authenticates with token. A nil hc gets a
 // client with pooled keep-alive connections. Calls are bounded by their
 // context only: callers set the deadline.
 func NewClient(baseURL, token string, hc *http.Client) *Client {

@@ -139,3 +139,38 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestFeaturesConcurrent: Foreman's concurrent calls while the broker's
+// answer expires and changes all see a consistent module list (run with
+// -race).
+func TestFeaturesConcurrent(t *testing.T) {
+	h := newHarness(t, nil)
+	var mu sync.Mutex
+	now := time.Now()
+	h.srv.now = func() time.Time { mu.Lock(); defer mu.Unlock(); now = now.Add(time.Second); return now }
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				if i == 0 && j == 10 {
+					h.broker.mu.Lock()
+					h.broker.noM2 = true
+					h.broker.mu.Unlock()
+				}
+				status, _, body := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", ""))
+				if status != 200 || (body != `["bmc","m2"]` && body != `["bmc"]`) {
+					t.Errorf("GET /features = %d %s", status, body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	now = now.Add(identityTTL)
+	mu.Unlock()
+	if _, _, body := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", "")); body != `["bmc"]` {
+		t.Errorf("after the appliance's M2 went off: %s", body)
+	}
+}

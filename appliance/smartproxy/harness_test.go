@@ -203,6 +203,8 @@ func refusal(n *fakeNode) error {
 }
 
 func (b *fakeBroker) Whoami(context.Context) (Identity, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return Identity{Tenant: tenant, Features: Features{M2: !b.noM2}}, nil
 }
 
