@@ -174,3 +174,32 @@ func TestFeaturesConcurrent(t *testing.T) {
 		t.Errorf("after the appliance's M2 went off: %s", body)
 	}
 }
+
+// TestFeaturesKeepLastAnswer: once known, the broker's answer stands while
+// the broker cannot be asked, and is not asked on every request.
+func TestFeaturesKeepLastAnswer(t *testing.T) {
+	h := newHarness(t, nil)
+	var mu sync.Mutex
+	now := time.Now()
+	h.srv.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	get := func() string {
+		_, _, body := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", ""))
+		return body
+	}
+	if got := get(); got != `["bmc","m2"]` {
+		t.Fatalf("GET /features = %s", got)
+	}
+	b := &flakyBroker{fakeBroker: h.broker, fails: 100}
+	h.srv.broker = b
+	mu.Lock()
+	now = now.Add(identityTTL)
+	mu.Unlock()
+	for range 3 {
+		if got := get(); got != `["bmc","m2"]` {
+			t.Errorf("GET /features with the broker gone = %s, want the last answer", got)
+		}
+	}
+	if b.calls != 1 {
+		t.Errorf("the unreachable broker was asked %d times, want once per %s", b.calls, identityTTL)
+	}
+}

@@ -236,6 +236,11 @@ func (s *Server) identity(ctx context.Context) (Identity, error) {
 	if err != nil {
 		err = fmt.Errorf("cannot ask the appliance's broker at %s who this proxy's tenant is: %w", s.cfg.Broker.URL, err)
 		if known {
+			// Keep it for another identityTTL rather than make every
+			// request wait on an unreachable broker.
+			s.mu.Lock()
+			s.idAt = s.now()
+			s.mu.Unlock()
 			s.log.Warn("keeping the broker's last answer", "tenant", id.Tenant, "m2", id.Features.M2, "err", err)
 			return id, nil
 		}
