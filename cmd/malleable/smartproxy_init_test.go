@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -100,21 +102,24 @@ func TestREADMESmartProxyWalkthrough(t *testing.T) {
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "MALLEABLE_SERVER="+d.addr, "MALLEABLE_TOKEN="+token)
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-done:
-		case <-time.After(2 * time.Minute):
-			cmd.Process.Kill()
-		}
-	}()
-	out, err := cmd.CombinedOutput()
+	// The block's background proxy shares bash's process group: whatever
+	// happens, the group goes when the test ends, or after two minutes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killGroup := func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	t.Cleanup(killGroup)
+	timer := time.AfterFunc(2*time.Minute, killGroup)
+	err := cmd.Wait()
+	timer.Stop()
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(work, "initech-proxy.log"))
-		t.Fatalf("walkthrough failed: %v\n%s\n--- proxy log ---\n%s\n--- appliance log ---\n%s", err, out, log, d.log)
+		t.Fatalf("walkthrough failed: %v\n%s\n--- proxy log ---\n%s\n--- appliance log ---\n%s", err, &out, log, d.log)
 	}
-	text := string(out)
+	text := out.String()
 	for _, want := range []string{
 		"initech-proxy/smartproxy.ini: OK", `["bmc"]`, "ok: smart-proxy at https://" + proxyAddr,
 		`{"bmc":{"http_enabled":false,"https_enabled":true`, `{"action":"status","result":"off"}`,
@@ -132,6 +137,6 @@ func TestREADMESmartProxyWalkthrough(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("walkthrough output:\n%s", out)
+		t.Logf("walkthrough output:\n%s", &out)
 	}
 }
