@@ -81,9 +81,9 @@ func WriteInit(spec InitSpec) (Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	files["broker.token"] = privateFile{[]byte(spec.BrokerToken + "\n"), 0o600}
-	files["bmc.password"] = privateFile{[]byte(base64.RawURLEncoding.EncodeToString(pw) + "\n"), 0o600}
-	files["smartproxy.ini"] = privateFile{renderINI(cfg, spec), 0o600}
+	files["broker.token"] = modeFile{[]byte(spec.BrokerToken + "\n"), 0o600}
+	files["bmc.password"] = modeFile{[]byte(base64.RawURLEncoding.EncodeToString(pw) + "\n"), 0o600}
+	files["smartproxy.ini"] = modeFile{renderINI(cfg, spec), 0o600}
 	for _, name := range InitFiles {
 		if err := writeAtomic(filepath.Join(spec.Dir, name), files[name]); err != nil {
 			return cfg, err
@@ -163,8 +163,8 @@ func portOf(listen string) string {
 	return port
 }
 
-// privateFile is a file's content and mode.
-type privateFile struct {
+// modeFile is a file's content and mode.
+type modeFile struct {
 	data []byte
 	mode fs.FileMode
 }
@@ -172,7 +172,7 @@ type privateFile struct {
 // writeAtomic writes f beside path with its mode from the start, then
 // renames it into place: a secret is never readable by others, even
 // briefly.
-func writeAtomic(path string, f privateFile) error {
+func writeAtomic(path string, f modeFile) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -193,7 +193,7 @@ func writeAtomic(path string, f privateFile) error {
 }
 
 // issueTLS makes a CA and the two certificates it signs.
-func issueTLS(spec InitSpec) (map[string]privateFile, error) {
+func issueTLS(spec InitSpec) (map[string]modeFile, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -228,7 +228,7 @@ func issueTLS(spec InitSpec) (map[string]privateFile, error) {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	out := map[string]privateFile{"ca.crt": {pemCert(caDER), 0o644}}
+	out := map[string]modeFile{"ca.crt": {pemCert(caDER), 0o644}}
 	for name, tmpl := range map[string]*x509.Certificate{"proxy": server, "foreman": client} {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -242,8 +242,8 @@ func issueTLS(spec InitSpec) (map[string]privateFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[name+".crt"] = privateFile{pemCert(der), 0o644}
-		out[name+".key"] = privateFile{pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600}
+		out[name+".crt"] = modeFile{pemCert(der), 0o644}
+		out[name+".key"] = modeFile{pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600}
 	}
 	return out, nil
 }
