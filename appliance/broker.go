@@ -98,8 +98,12 @@ func (a *API) tenantFromToken(r *http.Request) (string, bool) {
 	return tenant, err == nil
 }
 
+// whoami names the caller's tenant and the appliance's optional features,
+// so that a smart-proxy advertises to Foreman only what the appliance
+// serves (m2 only while the M2 backend is on).
 func (b *Broker) whoami(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]string{"tenant": tenantOf(r.Context())})
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": tenantOf(r.Context()),
+		"features": map[string]bool{"m2": b.api.m2 != nil}})
 	return nil
 }
 

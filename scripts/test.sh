@@ -21,6 +21,15 @@ ensure_apt openipmi ipmitool qemu-system-x86 curl
 ensure_apt tgt libiscsi-bin qemu-utils qemu-block-extra ipxe-qemu nasm xfsprogs
 # Tests that need a real component fail instead of skipping when it is absent.
 export MALLEABLE_REQUIRE_REAL=1
+# A real Foreman 3.12 (local/foreman:3.12, local/postgres:15) from the kit beside
+# the repository, for the smart-proxy's test against it; idempotent, seconds when
+# the images are built.
+if [ -x ../shared/foreman/build.sh ]; then
+	echo "==> Foreman kit: ../shared/foreman/build.sh (idempotent)"
+	../shared/foreman/build.sh
+else
+	echo "==> Foreman kit: ../shared/foreman not found; TestRealForeman will fail under MALLEABLE_REQUIRE_REAL=1"
+fi
 
 echo "==> gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

@@ -28,6 +28,9 @@ type Resolver interface {
 // FAIL_IF_NO_PEER_CERT) but, if sent, must chain to ssl_ca_file, so a
 // certificate from another CA never reaches a handler.
 func serverTLS(c ProxyConfig) (*tls.Config, error) {
+	if err := checkPrivate(c.SSLPrivateKey); err != nil {
+		return nil, fmt.Errorf("smart_proxy.ssl_private_key: %w", err)
+	}
 	cert, err := tls.LoadX509KeyPair(c.SSLCertificate, c.SSLPrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("smart_proxy.ssl_certificate/ssl_private_key: %w", err)
@@ -70,7 +73,9 @@ func (s *Server) authorize(r *http.Request, pathInfo string) string {
 	}
 	fqdn = strings.ToLower(fqdn)
 	if !slices.Contains(s.trusted, fqdn) {
-		return fmt.Sprintf("Untrusted client %s attempted to access %s. Check :trusted_hosts: in settings.yml", fqdn, pathInfo)
+		// The Ruby proxy's words, naming this proxy's own setting
+		// rather than its settings.yml.
+		return fmt.Sprintf("Untrusted client %s attempted to access %s. Check [smart_proxy] trusted_hosts in this smart-proxy's INI file", fqdn, pathInfo)
 	}
 	return ""
 }

@@ -16,8 +16,9 @@ import (
 // the appliance's. Refusals and failures the appliance answered are
 // *APIError.
 type Broker interface {
-	// Whoami returns the tenant the proxy's credential belongs to.
-	Whoami(ctx context.Context) (string, error)
+	// Whoami returns the tenant the proxy's credential belongs to and
+	// the appliance's optional features.
+	Whoami(ctx context.Context) (Identity, error)
 	// Nodes lists the tenant's active and upcoming leases.
 	Nodes(ctx context.Context) ([]Lease, error)
 	// PowerStatus reads a node's power as the tenant may see it; ref is a
@@ -48,6 +49,19 @@ type Storage interface {
 	CreateSnapshot(ctx context.Context, project, disk, name string) (m2.Snapshot, error)
 	Snapshots(ctx context.Context, project string) ([]m2.Snapshot, error)
 	RemoveSnapshot(ctx context.Context, project, name string) error
+}
+
+// Identity is what the appliance says about the proxy's credential: its
+// tenant, and which of the appliance's optional features are on.
+type Identity struct {
+	Tenant   string   `json:"tenant"`
+	Features Features `json:"features"`
+}
+
+// Features are the appliance's optional features a proxy may advertise.
+type Features struct {
+	// M2 is true while the appliance's M2 backend is on.
+	M2 bool `json:"m2"`
 }
 
 // Lease is one of the tenant's active or upcoming leases.

@@ -36,7 +36,7 @@ var (
 const maxAnswer = 4 << 20
 
 // NewClient returns a client of the appliance at baseURL (for example
-// http://appliance:8780) that authenticates with token. A nil hc gets a
+// http://127.0.0.1:8780) that authenticates with token. A nil hc gets a
 // client with pooled keep-alive connections. Calls are bounded by their
 // context only: callers set the deadline.
 func NewClient(baseURL, token string, hc *http.Client) *Client {
@@ -83,8 +83,12 @@ func newTransport(tc *tls.Config) *http.Transport {
 }
 
 // readSecretFile reads a one-line secret (token, password), without its
-// surrounding white space.
+// surrounding white space. A file group or others may read is refused, as
+// the appliance refuses its own admin token.
 func readSecretFile(path string) (string, error) {
+	if err := checkPrivate(path); err != nil {
+		return "", err
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
@@ -94,6 +98,21 @@ func readSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return s, nil
+}
+
+// checkPrivate refuses a secret file that group or others may read.
+func checkPrivate(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("%s has mode %04o: it must not be readable by group or others (chmod 600 %s)", path, perm, path)
+	}
+	return nil
 }
 
 // escape joins path segments, each escaped.
@@ -180,17 +199,15 @@ func decodeError(status int, b []byte) error {
 }
 
 // Whoami implements Broker.
-func (c *Client) Whoami(ctx context.Context) (string, error) {
-	var out struct {
-		Tenant string `json:"tenant"`
-	}
+func (c *Client) Whoami(ctx context.Context) (Identity, error) {
+	var out Identity
 	if err := c.do(ctx, http.MethodGet, "/broker/v1/whoami", nil, &out); err != nil {
-		return "", err
+		return Identity{}, err
 	}
 	if out.Tenant == "" {
-		return "", errors.New("GET /broker/v1/whoami: the appliance named no tenant")
+		return Identity{}, errors.New("GET /broker/v1/whoami: the appliance named no tenant")
 	}
-	return out.Tenant, nil
+	return out, nil
 }
 
 // Nodes implements Broker.

@@ -21,7 +21,7 @@ func TestClientWire(t *testing.T) {
 		status int
 		body   string
 	}{
-		"GET /broker/v1/whoami":                     {200, `{"tenant":"acme"}`},
+		"GET /broker/v1/whoami":                     {200, `{"tenant":"acme","features":{"m2":true}}`},
 		"GET /broker/v1/nodes/fe80::1%25eth0/power": {200, `{"node":"node-1","power":"on","held":true}`},
 		"PUT /broker/v1/nodes/node-3/power":         {403, `{"error":"node node-3 is not leased to acme now; its next lease to acme starts 2026-12-01T10:00:00Z","node":"node-3","next_lease_start":"2026-12-01T10:00:00Z"}`},
 		"PUT /broker/v1/nodes/node-1/boot-device":   {502, "<html>Bad Gateway</html>"},
@@ -43,8 +43,8 @@ func TestClientWire(t *testing.T) {
 	c := NewClient(app.URL+"/", "mlb_token", nil)
 	ctx := context.Background()
 
-	if ten, err := c.Whoami(ctx); err != nil || ten != "acme" {
-		t.Errorf("Whoami = %q, %v", ten, err)
+	if id, err := c.Whoami(ctx); err != nil || id.Tenant != "acme" || !id.Features.M2 {
+		t.Errorf("Whoami = %+v, %v", id, err)
 	}
 	if p, err := c.PowerStatus(ctx, "fe80::1%eth0"); err != nil || p.Power != "on" || !p.Held {
 		t.Errorf("PowerStatus = %+v, %v", p, err)

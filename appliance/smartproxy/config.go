@@ -94,13 +94,18 @@ type M2Config struct {
 	BootURL string `ini:"boot_url"`
 }
 
-// DefaultConfig returns the built-in defaults. Broker and BMC settings have
-// none: they must be configured.
+// DefaultBrokerURL is the appliance's admin API on the same host, where
+// `malleable serve` listens by default.
+const DefaultBrokerURL = "http://127.0.0.1:8780"
+
+// DefaultConfig returns the built-in defaults. The broker is the appliance
+// on this host; TLS files, trusted hosts, the token and the BMC identity
+// have none: they must be configured.
 func DefaultConfig() Config {
 	return Config{
 		Proxy: ProxyConfig{HTTPSListen: ":8443", ForwardVerify: true, LogLevel: "info", LogFormat: "text",
 			ShutdownTimeout: 15 * time.Second},
-		Broker: BrokerConfig{StatusTimeout: 2 * time.Second, Timeout: 40 * time.Second},
+		Broker: BrokerConfig{URL: DefaultBrokerURL, StatusTimeout: 2 * time.Second, Timeout: 40 * time.Second},
 		M2:     M2Config{Enabled: true},
 	}
 }
@@ -231,7 +236,7 @@ func checkURL(s string) error {
 	u, err := url.Parse(s)
 	switch {
 	case s == "":
-		return errors.New("required (for example http://appliance:8780)")
+		return errors.New("required (for example " + DefaultBrokerURL + ")")
 	case err != nil:
 		return fmt.Errorf("%q is not a URL", s)
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":

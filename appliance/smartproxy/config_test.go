@@ -6,18 +6,32 @@ import (
 	"time"
 )
 
-// TestExampleINI: the shipped example is valid and says what it sets.
+// TestExampleINI: the shipped example parses, points at the appliance on
+// this host, and fails validation naming exactly what a site must fill in
+// (or what `smart-proxy init` writes).
 func TestExampleINI(t *testing.T) {
 	cfg, err := ParseConfig(ExampleINI, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		t.Fatal("the unedited example passes validation")
 	}
-	if cfg.Proxy.HTTPSListen != ":8443" || cfg.Broker.URL != "http://appliance:8780" || cfg.BMC.Username != "acme" ||
+	for _, want := range []string{"smart_proxy.ssl_certificate: required", "smart_proxy.ssl_private_key: required",
+		"smart_proxy.ssl_ca_file: required", "smart_proxy.trusted_hosts: required", "broker.token_file: required",
+		"bmc.username: required", "bmc.password_file: required"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("example's error lacks %q:\n%v", want, err)
+		}
+	}
+	for _, bad := range []string{"unknown", "syntax", "broker.url"} {
+		if strings.Contains(err.Error(), bad) {
+			t.Errorf("example's error mentions %q:\n%v", bad, err)
+		}
+	}
+	if cfg.Proxy.HTTPSListen != ":8443" || cfg.Broker.URL != "http://127.0.0.1:8780" ||
 		cfg.Broker.StatusTimeout != 2*time.Second || !cfg.M2.Enabled || cfg.M2.BootListen != "" {
 		t.Errorf("example parsed as %+v", cfg)
 	}
-	if got := cfg.Proxy.trustedHosts(); len(got) != 1 || got[0] != "foreman.acme.example" {
-		t.Errorf("trusted hosts = %q", got)
+	if DefaultConfig().Broker.URL != "http://127.0.0.1:8780" {
+		t.Errorf("default broker URL %q, want the appliance on this host", DefaultConfig().Broker.URL)
 	}
 }
 
@@ -63,7 +77,7 @@ password_file = /pw
 			}},
 		"empty file lists every required key": {ini: "", wantErr: []string{
 			"smart_proxy.ssl_certificate: required", "smart_proxy.ssl_private_key: required", "smart_proxy.ssl_ca_file: required",
-			"smart_proxy.trusted_hosts: required", "broker.url: required", "broker.token_file: required",
+			"smart_proxy.trusted_hosts: required", "broker.token_file: required",
 			"bmc.username: required", "bmc.password_file: required"}},
 		"unknown key":     {ini: validINI + "[smart_proxy]\nbogus = 1\n", wantErr: []string{"smart_proxy.bogus: unknown key"}},
 		"unknown section": {ini: validINI + "[puppet]\nx = 1\n", wantErr: []string{"[puppet]: unknown section"}},

@@ -126,6 +126,12 @@ const adminToken = "admin-token-0123456789abcdef"
 // from cache for cacheTTL (0: every read asks the BMC).
 func newApplianceRig(t testing.TB, start time.Time, cacheTTL time.Duration, log *slog.Logger) *applianceRig {
 	t.Helper()
+	return newApplianceRigM2(t, start, cacheTTL, log, true)
+}
+
+// newApplianceRigM2 is newApplianceRig with the M2 backend on or off.
+func newApplianceRigM2(t testing.TB, start time.Time, cacheTTL time.Duration, log *slog.Logger, withM2 bool) *applianceRig {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := store.Open(ctx, filepath.Join(dir, "malleable.db"))
@@ -158,8 +164,12 @@ func newApplianceRig(t testing.TB, start time.Time, cacheTTL time.Duration, log 
 		Machine: &lease.Machine{Hardware: hardware{alloc}, Disks: unbind{m2b}, Journal: store.Journal{Store: st, Now: clk.Now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 2, PowerOffTimeout: 5 * time.Second, PollInterval: 10 * time.Millisecond}}
-	api := appliance.NewAPI(appliance.APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: adminToken, Logger: log,
-		Now: clk.Now, Allocator: alloc, Reconciler: rec, M2: m2b, StatusCacheTTL: cacheTTL})
+	cfg := appliance.APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: adminToken, Logger: log,
+		Now: clk.Now, Allocator: alloc, Reconciler: rec, M2: m2b, StatusCacheTTL: cacheTTL}
+	if !withM2 {
+		cfg.M2 = nil
+	}
+	api := appliance.NewAPI(cfg)
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	return &applianceRig{t: t, clock: clk, bmc: bmc, rec: rec, url: srv.URL, admin: client.New(srv.URL, adminToken)}

@@ -155,6 +155,7 @@ type fakeBroker struct {
 	mu    sync.Mutex
 	nodes []*fakeNode
 	acts  []string
+	noM2  bool // the appliance's M2 is off
 }
 
 var nextLease = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
@@ -201,7 +202,11 @@ func refusal(n *fakeNode) error {
 	return &APIError{Status: 403, Message: msg, NextLeaseStart: n.next}
 }
 
-func (b *fakeBroker) Whoami(context.Context) (string, error) { return tenant, nil }
+func (b *fakeBroker) Whoami(context.Context) (Identity, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return Identity{Tenant: tenant, Features: Features{M2: !b.noM2}}, nil
+}
 
 func (b *fakeBroker) Nodes(context.Context) ([]Lease, error) {
 	b.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -40,15 +41,19 @@ func Health(ctx context.Context, cfg Config, b Broker) (string, error) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	id, err := b.Whoami(ctx)
+	if err != nil {
+		return "", fmt.Errorf("the smart-proxy answers at %s, but the appliance's broker at %s does not take its credential: %w", u, cfg.Broker.URL, err)
+	}
 	var mods []string
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &mods) != nil || len(mods) == 0 {
 		return "", fmt.Errorf("the smart-proxy at %s answered GET /features with %d %q", u, resp.StatusCode, body)
 	}
-	tenant, err := b.Whoami(ctx)
-	if err != nil {
-		return "", fmt.Errorf("the smart-proxy answers at %s, but the appliance's broker at %s does not take its credential: %w", u, cfg.Broker.URL, err)
+	if want := advertised(cfg, id); !slices.Equal(mods, want) {
+		return "", fmt.Errorf("the smart-proxy at %s advertises %v but the appliance's broker at %s says %v (its M2 is on: %v); it is asked again every %s",
+			u, mods, cfg.Broker.URL, want, id.Features.M2, identityTTL)
 	}
-	return fmt.Sprintf("smart-proxy at %s serves %v for tenant %s; broker %s reachable", u, mods, tenant, cfg.Broker.URL), nil
+	return fmt.Sprintf("smart-proxy at %s serves %v for tenant %s; broker %s reachable", u, mods, id.Tenant, cfg.Broker.URL), nil
 }
 
 // localURL is the base URL of the proxy's own HTTPS (else HTTP) listener,

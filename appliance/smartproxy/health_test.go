@@ -9,8 +9,8 @@ import (
 // deadBroker refuses the proxy's credential.
 type deadBroker struct{ *fakeBroker }
 
-func (deadBroker) Whoami(context.Context) (string, error) {
-	return "", &APIError{Status: 401, Message: "missing or invalid tenant token"}
+func (deadBroker) Whoami(context.Context) (Identity, error) {
+	return Identity{}, &APIError{Status: 401, Message: "missing or invalid tenant token"}
 }
 
 func TestHealth(t *testing.T) {

@@ -50,9 +50,17 @@ type Server struct {
 	bmcPass  []byte
 	tls      *tls.Config // nil without https_listen
 
-	mu     sync.Mutex
-	tenant string // from the broker, once known
+	now func() time.Time
+
+	mu      sync.Mutex
+	id      Identity  // from the broker, once known
+	idAt    time.Time // when id was last asked; zero until known
+	idKnown bool
 }
+
+// identityTTL is how long the appliance's answer about this proxy's tenant
+// and features is trusted before it is asked again.
+const identityTTL = 10 * time.Second
 
 // New returns the smart-proxy cfg describes. It loads the TLS files and the
 // BMC password file named in cfg, which must be valid (Config.Validate).
@@ -64,7 +72,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, errors.New("smartproxy: [m2] is enabled but there is no storage")
 	}
 	s := &Server{cfg: cfg, log: opts.Logger, broker: opts.Broker, storage: opts.Storage, version: opts.Version,
-		resolver: opts.Resolver, trusted: cfg.Proxy.trustedHosts(), bmcUser: []byte(cfg.BMC.Username)}
+		resolver: opts.Resolver, trusted: cfg.Proxy.trustedHosts(), bmcUser: []byte(cfg.BMC.Username), now: time.Now}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -115,7 +123,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.serveBMC(w, r, rest)
 		return
 	}
-	if rest, ok := mounted(p, "/m2"); ok && s.cfg.M2.Enabled {
+	if rest, ok := mounted(p, "/m2"); ok && s.m2Served(r.Context()) {
 		s.serveM2(w, r, rest)
 		return
 	}
@@ -124,6 +132,17 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveRoot(w, r)
+}
+
+// m2Served reports whether the M2 plugin answers: [m2] is enabled and the
+// appliance's M2 is on or, if the broker cannot be asked, may be (the
+// plugin's calls then say what failed).
+func (s *Server) m2Served(ctx context.Context) bool {
+	if !s.cfg.M2.Enabled {
+		return false
+	}
+	id, err := s.identity(ctx)
+	return err != nil || id.Features.M2
 }
 
 // mounted reports whether path is under prefix, and the rest of it ("" for
@@ -194,25 +213,46 @@ func writeJSONError(w http.ResponseWriter, status int, msg string) {
 }
 
 // tenantName returns the tenant the broker knows this proxy as: the M2
-// project. It is asked once and remembered, as a credential's tenant never
-// changes.
+// project. A credential's tenant never changes.
 func (s *Server) tenantName(ctx context.Context) (string, error) {
+	id, err := s.identity(ctx)
+	return id.Tenant, err
+}
+
+// identity returns what the broker says about this proxy's credential,
+// asked again once identityTTL has passed. When the broker cannot be asked,
+// the last answer stands; with none yet, the error says why.
+func (s *Server) identity(ctx context.Context) (Identity, error) {
 	s.mu.Lock()
-	t := s.tenant
+	id, at, known := s.id, s.idAt, s.idKnown
 	s.mu.Unlock()
-	if t != "" {
-		return t, nil
+	if known && s.now().Sub(at) < identityTTL {
+		return id, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Broker.Timeout)
+	// Bounded like a status read: /features must answer Foreman promptly.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Broker.StatusTimeout)
 	defer cancel()
-	t, err := s.broker.Whoami(ctx)
+	fresh, err := s.broker.Whoami(ctx)
 	if err != nil {
-		return "", fmt.Errorf("ask the appliance who this proxy's tenant is: %w", err)
+		err = fmt.Errorf("cannot ask the appliance's broker at %s who this proxy's tenant is: %w", s.cfg.Broker.URL, err)
+		if known {
+			// Keep it for another identityTTL rather than make every
+			// request wait on an unreachable broker.
+			s.mu.Lock()
+			s.idAt = s.now()
+			s.mu.Unlock()
+			s.log.Warn("keeping the broker's last answer", "tenant", id.Tenant, "m2", id.Features.M2, "err", err)
+			return id, nil
+		}
+		return Identity{}, err
 	}
 	s.mu.Lock()
-	s.tenant = t
+	s.id, s.idAt, s.idKnown = fresh, s.now(), true
 	s.mu.Unlock()
-	return t, nil
+	if known && fresh.Features != id.Features {
+		s.log.Info("the appliance's features changed", "m2", fresh.Features.M2)
+	}
+	return fresh, nil
 }
 
 // statusWriter remembers the status a handler answered.
@@ -235,15 +275,22 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// logged logs every request at debug level, with Foreman's request id.
+// logged logs every request at info, as Foreman's own proxy does: method,
+// path (never the query, which may carry credentials), status, duration,
+// the client certificate's CN and Foreman's request id.
 func (s *Server) logged(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		s.log.LogAttrs(r.Context(), slog.LevelDebug, "request", slog.String("method", r.Method),
+		var cn string
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			cn = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("method", r.Method),
 			slog.String("path", redactPath(r.URL.Path)), slog.Int("status", sw.status),
-			slog.Int64("duration_us", time.Since(start).Microseconds()),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.String("client_cn", cn), slog.String("remote", r.RemoteAddr),
 			slog.String("request_id", r.Header.Get("X-Request-Id")))
 	})
 }
@@ -326,12 +373,7 @@ func (s *Server) Run(ctx context.Context, ready func(Addrs)) error {
 		})
 	}
 	g.Go(func() error {
-		// Say early which tenant the credential is, or that it is refused.
-		if t, err := s.tenantName(gctx); err != nil {
-			s.log.Warn("the appliance's broker cannot be asked yet; power answers will fail until it can", "err", err)
-		} else {
-			s.log.Info("serving tenant", "tenant", t, "broker", s.cfg.Broker.URL)
-		}
+		s.askUntilKnown(gctx)
 		return nil
 	})
 	g.Go(func() error {
@@ -350,4 +392,27 @@ func (s *Server) Run(ctx context.Context, ready func(Addrs)) error {
 		ready(addrs)
 	}
 	return g.Wait()
+}
+
+// askUntilKnown asks the broker who this proxy's tenant is and which
+// features the appliance has until it answers, so that the proxy says early
+// what it serves (or why it cannot) and never advertises a guess.
+func (s *Server) askUntilKnown(ctx context.Context) {
+	wait := 500 * time.Millisecond
+	for {
+		id, err := s.identity(ctx)
+		if err == nil {
+			s.log.Info("serving tenant", "tenant", id.Tenant, "broker", s.cfg.Broker.URL,
+				"modules", advertised(s.cfg, id))
+			return
+		}
+		s.log.Warn("cannot ask the appliance's broker yet; /features and power answers fail until it answers",
+			"err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }

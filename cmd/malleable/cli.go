@@ -19,9 +19,8 @@ import (
 // conn holds the flags every admin CLI command shares: where the appliance
 // is, how to authenticate, and how to print.
 type conn struct {
+	// server is the appliance URL; after client() the one it resolved to.
 	server, token, tokenFile, config, output string
-	// resolved is the appliance URL the client was made for.
-	resolved string
 }
 
 func (c *conn) register(fs *flag.FlagSet, e env) {
@@ -59,14 +58,14 @@ func (c *conn) client(e env) (*client.Client, error) {
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}
+	c.server = server
 	if token == "" {
 		t, err := appliance.ReadToken(c.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w (is the appliance running here? pass --token-file, --token or MALLEABLE_TOKEN)", err)
+			return nil, fmt.Errorf("%w (is the appliance running here? pass --token-file or MALLEABLE_TOKEN)", err)
 		}
 		token = t
 	}
-	c.resolved = server
 	return client.New(server, token), nil
 }
 
@@ -141,7 +140,7 @@ func runGroupTimeout(ctx context.Context, e env, group string, cmds map[string]*
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	return explain(cn.resolved, cmd.run(ctx, cl, &printer{w: e.stdout, json: cn.output == "json"}, pos))
+	return explain(cn.server, cmd.run(ctx, cl, &printer{w: e.stdout, json: cn.output == "json"}, pos))
 }
 
 // explain turns API errors into messages for a person at a terminal, and

@@ -45,7 +45,8 @@ Usage: malleable <command> [arguments]
 Daemon:
   serve            run the appliance (embedded defaults without --config)
   m2 serve         run the M2 storage backend alone (a separate storage host)
-  smart-proxy      run one tenant's Foreman smart-proxy; 'smart-proxy health' checks it
+  smart-proxy      run one tenant's Foreman smart-proxy; 'smart-proxy health' checks it,
+                   'smart-proxy init' writes a ready one for a tenant
   config check F   validate an appliance.ini; exit 2 listing every problem
   config example   print a commented example appliance.ini
   version          print the version

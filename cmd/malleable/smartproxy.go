@@ -15,6 +15,7 @@ import (
 
 const smartProxyUsage = `smart-proxy [--config FILE] [flags]      run one tenant's Foreman smart-proxy
        malleable smart-proxy health [--config FILE] [flags]  exit 0 if the local proxy answers and its broker takes its credential
+       malleable smart-proxy init --dir DIR --tenant NAME [flags]  write a ready config, token, password and certificates
        malleable smart-proxy config check FILE | example`
 
 // proxyFlags are the flags that override the smart-proxy's INI.
@@ -108,6 +109,8 @@ func cmdSmartProxy(ctx context.Context, e env, args []string) error {
 			return cmdSmartProxyHealth(ctx, e, args[1:])
 		case "config":
 			return cmdSmartProxyConfig(e, args[1:])
+		case "init":
+			return cmdSmartProxyInit(ctx, e, args[1:])
 		}
 	}
 	fs := newFlagSet(e.stderr, "smart-proxy", smartProxyUsage)
@@ -186,7 +189,10 @@ func cmdSmartProxyConfig(e env, args []string) error {
 		}
 		cfg, err := smartproxy.ParseConfig(data, smartproxy.DefaultConfig())
 		if err != nil {
-			return &usageError{fmt.Sprintf("%s: %v", args[1], err)}
+			return &usageError{fmt.Sprintf("%s: %v\n(fill these in, or let `malleable smart-proxy init --dir DIR --tenant NAME` write a ready file)", args[1], err)}
+		}
+		if problems := smartproxy.CheckFiles(cfg); len(problems) > 0 {
+			return &usageError{fmt.Sprintf("%s: %v", args[1], &inicfg.Error{Problems: problems})}
 		}
 		fmt.Fprintf(e.stdout, "%s: OK (HTTPS %s, broker %s, trusted %s)\n", args[1], orOff(cfg.Proxy.HTTPSListen), cfg.Broker.URL, cfg.Proxy.TrustedHosts)
 		return nil

@@ -89,8 +89,6 @@ password_file = %s
 		path   string
 		login  bool
 	}{
-		{"features", foreman, "/features", false},
-		{"v2_features", foreman, "/v2/features", false},
 		{"v2_features_nocert", ca.client(t, ""), "/v2/features", false},
 		{"power_status_not_held", foreman, "/bmc/node-1/chassis/power/status", true},
 	} {
@@ -105,18 +103,22 @@ password_file = %s
 			t.Errorf("GET %s = %d %q %q, want %d %q %q (testdata/%s.golden)", c.path, status, ct, body,
 				wantStatus, wantCT, wantBody, c.golden)
 		}
-		if c.golden != "v2_features" {
-			continue
-		}
-		var mods map[string]struct {
-			State string `json:"state"`
-		}
-		if err := json.Unmarshal([]byte(body), &mods); err != nil {
-			t.Fatalf("/v2/features: %v", err)
-		}
-		if len(mods) != 2 || mods["bmc"].State != "running" || mods["m2"].State != "running" {
-			t.Errorf("/v2/features modules = %+v, want bmc and m2 running", mods)
-		}
+	}
+	// This appliance runs without M2: the proxy advertises bmc alone.
+	req, _ := http.NewRequest(http.MethodGet, base+"/features", nil)
+	if status, _, body := fetch(t, foreman, req); status != 200 || body != `["bmc"]` {
+		t.Errorf("GET /features = %d %s, want [\"bmc\"] from an appliance without M2", status, body)
+	}
+	req, _ = http.NewRequest(http.MethodGet, base+"/v2/features", nil)
+	_, _, body := fetch(t, foreman, req)
+	var mods map[string]struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(body), &mods); err != nil {
+		t.Fatalf("/v2/features: %v", err)
+	}
+	if len(mods) != 1 || mods["bmc"].State != "running" {
+		t.Errorf("/v2/features modules = %+v, want bmc running alone", mods)
 	}
 
 	out, errOut, code := runProxyCmd(t, "smart-proxy", "health", "--config", cfg)
@@ -163,8 +165,32 @@ func TestSmartProxyConfigCheck(t *testing.T) {
 	}
 	ex := filepath.Join(dir, "example.ini")
 	os.WriteFile(ex, []byte(example), 0o600)
-	if out, errOut, code := runProxyCmd(t, "smart-proxy", "config", "check", ex); code != 0 || !strings.Contains(out, "OK") {
-		t.Errorf("the shipped example fails config check: exit %d\n%s%s", code, out, errOut)
+	out, errOut, code = runProxyCmd(t, "smart-proxy", "config", "check", ex)
+	if code != 2 || strings.Contains(out, "OK") {
+		t.Errorf("the unedited example passes config check: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"smart_proxy.ssl_certificate: required", "smart_proxy.trusted_hosts: required",
+		"broker.token_file: required", "bmc.username: required", "bmc.password_file: required", "smart-proxy init"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("config check of the example lacks %q:\n%s", want, errOut)
+		}
+	}
+	// A file that validates but names a token others can read.
+	tok := filepath.Join(dir, "broker.token")
+	os.WriteFile(tok, []byte("mlb_0123456789abcdef\n"), 0o644)
+	pw := filepath.Join(dir, "bmc.password")
+	os.WriteFile(pw, []byte("secret\n"), 0o600)
+	loose := filepath.Join(dir, "loose.ini")
+	os.WriteFile(loose, []byte(fmt.Sprintf("[smart_proxy]\nhttps_listen = off\nhttp_listen = 127.0.0.1:8000\ntrusted_hosts = f.example\n"+
+		"[broker]\ntoken_file = %s\n[bmc]\nusername = acme\npassword_file = %s\n", tok, pw)), 0o600)
+	out, errOut, code = runProxyCmd(t, "smart-proxy", "config", "check", loose)
+	if code != 2 || !strings.Contains(errOut, "broker.token_file: "+tok+" has mode 0644") || !strings.Contains(errOut, "chmod 600") {
+		t.Errorf("config check with a world-readable token: exit %d\n%s%s", code, out, errOut)
+	}
+	os.Chmod(tok, 0o600)
+	if out, errOut, code := runProxyCmd(t, "smart-proxy", "config", "check", loose); code != 0 || !strings.Contains(out, "OK") ||
+		!strings.Contains(out, "broker http://127.0.0.1:8780") {
+		t.Errorf("config check with private files: exit %d\n%s%s", code, out, errOut)
 	}
 	if _, errOut, code := runProxyCmd(t, "smart-proxy", "--config", bad); code != 2 || !strings.Contains(errOut, "broker.status_timeout") {
 		t.Errorf("smart-proxy with a bad config: exit %d, want 2\n%s", code, errOut)
