@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,29 +34,50 @@ type projectLister interface {
 	NodeProjects(ctx context.Context) (map[string]string, error)
 }
 
+// freeLister is implemented by allocators whose NodeProjects lists free
+// nodes too (mapped to ""), so that a node missing from it is one the
+// allocator does not know: hil.Client.
+type freeLister interface {
+	ListsFreeNodes() bool
+}
+
+// ErrAllocatorLostState: the allocator does not know nodes the appliance
+// has, as when HIL restarted on an empty database.
+var ErrAllocatorLostState = errors.New("the allocator does not know some of the appliance's nodes")
+
 // hardware adapts an Allocator to what a handover needs.
 type hardware struct{ alloc Allocator }
 
+// waitOrErr marks the allocator's "not now" answers (HIL has an action
+// pending, HIL or OBMd did not answer) as lease.ErrWait: the handover
+// retries them without counting an attempt.
+func waitOrErr(err error) error {
+	if errors.Is(err, hil.ErrPending) || errors.Is(err, hil.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", lease.ErrWait, err)
+	}
+	return err
+}
+
 func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return h.alloc.Power(ctx, node, hil.PowerOff)
+	return waitOrErr(h.alloc.Power(ctx, node, hil.PowerOff))
 }
 
 func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
 	on, err := h.alloc.PowerStatus(ctx, node)
 	// A free node under HIL has its OBM disabled, so its power cannot be
-	// read or driven ("OBM is not enabled"): nothing to power off.
+	// read or driven ("OBM is not enabled") until the handover connects it.
 	if errors.Is(err, hil.ErrNoPowerControl) || errors.Is(err, hil.ErrBlocked) {
 		return false, fmt.Errorf("%w: %w", lease.ErrNoPowerControl, err)
 	}
-	return on, err
+	return on, waitOrErr(err)
 }
 
 func (h hardware) Detach(ctx context.Context, node, project string) error {
-	return h.alloc.Detach(ctx, node, project)
+	return waitOrErr(h.alloc.Detach(ctx, node, project))
 }
 
 func (h hardware) Connect(ctx context.Context, node, project string) error {
-	return h.alloc.Connect(ctx, node, project)
+	return waitOrErr(h.alloc.Connect(ctx, node, project))
 }
 
 // Reconciler brings every node to the state its leases ask for: at each
@@ -72,6 +94,9 @@ type Reconciler struct {
 	Metrics     *ReconcileMetrics
 
 	mu sync.Mutex // one pass at a time, whoever triggers it
+	// lostState is the last list of nodes the allocator did not know, so
+	// that the audit log records a change, not every pass. Guarded by mu.
+	lostState string
 }
 
 // PassResult counts what one reconcile pass did.
@@ -157,6 +182,12 @@ func (r *Reconciler) pass(ctx context.Context, now time.Time) (PassResult, error
 				res.Failed++
 				res.Stuck++
 				r.audit(ctx, "handover.stuck", h.Node, fmt.Sprintf("handover %d at step %s", h.ID, out.Step), err)
+			case errors.Is(err, lease.ErrWait):
+				// Not a failure: the step is retried at the next pass.
+				r.Log.Warn("handover waits; will retry", "node", h.Node, "handover", h.ID, "step", out.Step, "err", err)
+				if out.LastError != h.LastError { // once per reason, not every pass
+					r.auditResult(ctx, "handover.wait", h.Node, fmt.Sprintf("handover %d at step %s", h.ID, out.Step), "waiting: "+err.Error())
+				}
 			case err != nil:
 				res.Failed++
 				r.Log.Warn("handover step failed; will retry", "node", h.Node, "handover", h.ID, "step", out.Step, "attempts", out.Attempts, "err", err)
@@ -184,7 +215,9 @@ func (r *Reconciler) runHandover(ctx context.Context, h lease.Handover) (out lea
 
 // checkDrift compares the allocator's projects with the holders of nodes
 // that have no handover under way. A node in a project other than its
-// holder's is fenced (its holder cleared) and reported.
+// holder's is fenced (its holder cleared) and reported. Nodes the
+// allocator does not know at all are not fenced one by one: that is the
+// allocator's lost state, reported as ErrAllocatorLostState.
 func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, busy map[string]bool) (int, error) {
 	lister, ok := r.Allocator.(projectLister)
 	if !ok {
@@ -194,8 +227,15 @@ func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, b
 	if err != nil {
 		return 0, err
 	}
+	fl, ok := r.Allocator.(freeLister)
+	complete := ok && fl.ListsFreeNodes()
 	drift := 0
+	var missing []string
 	for _, ns := range states {
+		if _, known := projects[ns.Node]; complete && !known {
+			missing = append(missing, ns.Node)
+			continue
+		}
 		if busy[ns.Node] {
 			continue
 		}
@@ -217,7 +257,29 @@ func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, b
 		r.Log.Warn("node drift", "node", ns.Node, "detail", detail)
 		r.audit(ctx, "node.drift", ns.Node, detail, ferr)
 	}
-	return drift, nil
+	return drift, r.lostStateError(ctx, missing, len(states))
+}
+
+// lostStateError reports the nodes the allocator does not know: a
+// warning every pass, an audit entry when the list changes.
+func (r *Reconciler) lostStateError(ctx context.Context, missing []string, total int) error {
+	list := strings.Join(missing, ", ")
+	changed := list != r.lostState
+	r.lostState = list
+	if len(missing) == 0 {
+		return nil
+	}
+	err := fmt.Errorf("%w: HIL does not know %d of the appliance's %d nodes (%s); HIL has likely lost its state "+
+		"(restarted on an empty database?): register them in HIL again under the same names, free, with their OBMs "+
+		"in OBMd; until then their power is refused and they are not fenced", ErrAllocatorLostState, len(missing), total, list)
+	if changed {
+		e := store.AuditEntry{At: r.Now(), Actor: "reconciler", Action: "allocator.lost_state", Target: "allocator",
+			Detail: fmt.Sprintf("nodes unknown to HIL: %s", list), Result: "failed: " + err.Error()}
+		if _, aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
+			r.Log.Error("audit log write failed", "action", e.Action, "err", aerr)
+		}
+	}
+	return err
 }
 
 func (r *Reconciler) audit(ctx context.Context, action, node, detail string, err error) {
@@ -225,6 +287,10 @@ func (r *Reconciler) audit(ctx context.Context, action, node, detail string, err
 	if err != nil {
 		result = "failed: " + err.Error()
 	}
+	r.auditResult(ctx, action, node, detail, result)
+}
+
+func (r *Reconciler) auditResult(ctx context.Context, action, node, detail, result string) {
 	e := store.AuditEntry{At: r.Now(), Actor: "reconciler", Action: action, Target: "node/" + node, Detail: detail, Result: result}
 	if _, aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
 		r.Log.Error("audit log write failed", "action", action, "node", node, "err", aerr)
