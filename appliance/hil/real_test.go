@@ -271,6 +271,33 @@ func TestRealHILHandOver(t *testing.T) {
 	wantIs(t, "verify after lost state", c.VerifyProject(ctx, "node-1", "tenant-b"), ErrOwned, ErrNotFound)
 }
 
+// TestRealHILDeadBMC: OBMd runs one operation at a time and waits about
+// 20 s for a BMC that does not answer; meanwhile another node's OBM enable
+// (a connect) must wait, not time out.
+func TestRealHILDeadBMC(t *testing.T) {
+	k := hiltest.Start(t)
+	ctx := context.Background()
+	c := realClient(t, k, ClientConfig{})
+	k.AddNode("node-ok")
+	k.AddNodeIPMI("node-dead", "127.0.0.1:9", "admin", "x") // the discard port: no BMC
+	if err := c.Connect(ctx, "node-dead", "tenant-a"); err != nil {
+		t.Fatal(err)
+	}
+	dead := make(chan error, 1)
+	go func() { _, err := c.PowerStatus(ctx, "node-dead"); dead <- err }()
+	time.Sleep(time.Second) // OBMd is now busy with the dead BMC
+	start := time.Now()
+	if err := c.Connect(ctx, "node-ok", "tenant-b"); err != nil {
+		t.Fatalf("connect behind a dead BMC, after %s: %v", time.Since(start).Round(time.Second), err)
+	}
+	t.Logf("connect behind a dead BMC took %s", time.Since(start).Round(100*time.Millisecond))
+	err := <-dead
+	wantIs(t, "the dead BMC", err, ErrBackend)
+	if errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the dead BMC's own error is OBMd's answer, not a timeout: %v", err)
+	}
+}
+
 // TestRealHILPasswordFile: the client reads its password file again when
 // it changes, without a restart.
 func TestRealHILPasswordFile(t *testing.T) {

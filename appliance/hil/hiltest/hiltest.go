@@ -257,6 +257,19 @@ func (k *Kit) AddNode(node string) {
 		"uri": k.OBMDURL + "/node/" + node, "admin_token": k.OBMDToken}})
 }
 
+// AddNodeIPMI registers node in OBMd with the "ipmi" driver (ipmitool
+// to addr, host:port) and in HIL, free. An addr nothing answers on is a
+// dead BMC: OBMd gives up after about 20 s, and serves nobody meanwhile.
+func (k *Kit) AddNodeIPMI(node, addr, user, pass string) {
+	k.tb.Helper()
+	obm := map[string]any{"type": "ipmi", "info": map[string]string{"addr": addr, "user": user, "pass": pass}}
+	if _, err := k.call(http.MethodPut, k.OBMDURL+"/node/"+node, "admin", k.OBMDToken, obm); err != nil {
+		k.tb.Fatalf("hiltest: OBMd node %s: %v", node, err)
+	}
+	k.Must(http.MethodPut, "/node/"+node, map[string]any{"obmd": map[string]string{
+		"uri": k.OBMDURL + "/node/" + node, "admin_token": k.OBMDToken}})
+}
+
 // AddProject creates project.
 func (k *Kit) AddProject(project string) {
 	k.tb.Helper()
