@@ -94,6 +94,17 @@ func TestHILAllocator(t *testing.T) {
 	}
 	k.SetPower("node-1", true) // a free node left on
 
+	// serve's start-up check refuses a HIL account that is not an admin.
+	k.AddProject("members")
+	k.AddUser("alice", "alice-secret", false, "members")
+	member, err := hil.NewClient(hil.ClientConfig{Endpoint: k.URL, Username: "alice", Password: "alice-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkAllocator(ctx, member, testLogger(t)); err == nil || !strings.Contains(err.Error(), "needs a HIL administrator") {
+		t.Fatalf("start-up check with a project member's account: %v", err)
+	}
+
 	// node add: checked in HIL.
 	code, body := r.call(r.token, "POST", "/api/v1/nodes", map[string]any{"name": "ghost"})
 	if code != 422 || !strings.Contains(body["error"].(string), `HIL has no node named "ghost"`) {
@@ -213,8 +224,7 @@ func TestHILAllocator(t *testing.T) {
 	// HIL back on an empty database: the drift check says HIL lost its
 	// state, names the nodes, and fences nobody.
 	k.Up()
-	_, err := r.rec.Pass(ctx)
-	if err != nil {
+	if _, err := r.rec.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
 	projects, _ := c.NodeProjects(ctx)

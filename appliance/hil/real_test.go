@@ -59,6 +59,7 @@ func wantContains(t *testing.T, what string, err error, subs ...string) {
 // TestRealHILChecks: the start-up check (admin account), the node-add
 // check, and HIL's own 500 message passed through, against real HIL.
 func TestRealHILChecks(t *testing.T) {
+	t.Parallel() // each test has its own kit, on its own ports
 	k := hiltest.Start(t)
 	ctx := context.Background()
 	admin := realClient(t, k, ClientConfig{})
@@ -108,6 +109,7 @@ func TestRealHILChecks(t *testing.T) {
 // with few calls, and VerifyProject tells the broker whether HIL shows a
 // node in a project.
 func TestRealHILProjects(t *testing.T) {
+	t.Parallel() // each test has its own kit, on its own ports
 	k := hiltest.Start(t)
 	ctx := context.Background()
 	tr := &countingTransport{}
@@ -175,6 +177,7 @@ func TestRealHILProjects(t *testing.T) {
 // network daemon); then the daemon stops and a detach waits instead of
 // failing; then HIL goes down, and comes back without its state.
 func TestRealHILHandOver(t *testing.T) {
+	t.Parallel() // each test has its own kit, on its own ports
 	k := hiltest.Start(t)
 	ctx := context.Background()
 	c := realClient(t, k, ClientConfig{})
@@ -275,6 +278,7 @@ func TestRealHILHandOver(t *testing.T) {
 // 20 s for a BMC that does not answer; meanwhile another node's OBM enable
 // (a connect) must wait, not time out.
 func TestRealHILDeadBMC(t *testing.T) {
+	t.Parallel() // each test has its own kit, on its own ports
 	k := hiltest.Start(t)
 	ctx := context.Background()
 	c := realClient(t, k, ClientConfig{})
@@ -301,6 +305,7 @@ func TestRealHILDeadBMC(t *testing.T) {
 // TestRealHILPasswordFile: the client reads its password file again when
 // it changes, without a restart.
 func TestRealHILPasswordFile(t *testing.T) {
+	t.Parallel() // each test has its own kit, on its own ports
 	k := hiltest.Start(t)
 	ctx := context.Background()
 	pw := filepath.Join(t.TempDir(), "hil.password")
