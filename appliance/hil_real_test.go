@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -258,5 +259,26 @@ func TestFirstLeaseReachesTenantOffEmbedded(t *testing.T) {
 	}
 	if sim.PoweredOn() {
 		t.Fatal("node-1 reached its first tenant powered on")
+	}
+}
+
+// TestEmbeddedVerifyProject: the embedded allocator answers VerifyProject
+// as hil.Client does, from the appliance's own membership table.
+func TestEmbeddedVerifyProject(t *testing.T) {
+	r := newRig(t, time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
+	ctx := context.Background()
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 201)
+	alloc := r.rec.Allocator.(*hil.Embedded)
+	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); !errors.Is(err, hil.ErrOwned) {
+		t.Fatalf("free node: %v, want ErrOwned", err)
+	}
+	if err := alloc.Connect(ctx, "node-1", "p-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); err != nil {
+		t.Fatalf("node in p-a: %v", err)
+	}
+	if err := alloc.VerifyProject(ctx, "node-1", "p-b"); !errors.Is(err, hil.ErrOwned) || !strings.Contains(err.Error(), `"p-a"`) {
+		t.Fatalf("node in p-a, asked p-b: %v", err)
 	}
 }
