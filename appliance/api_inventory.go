@@ -77,6 +77,9 @@ func (a *API) checkAllocatorNode(ctx context.Context, node string) error {
 	if !ok {
 		return nil
 	}
+	if _, err := a.store.GetNode(ctx, node); err == nil {
+		return nil // a duplicate: the store refuses it, and HIL's node is left alone
+	}
 	err := c.CheckNode(ctx, node)
 	switch {
 	case err == nil:

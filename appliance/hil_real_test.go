@@ -130,6 +130,8 @@ func TestHILAllocator(t *testing.T) {
 	if k.PowerIsOn("node-1") {
 		t.Fatal("node-1 reached its first tenant powered on")
 	}
+	// Adding it again is the store's duplicate, not HIL's "in a project".
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 409)
 
 	// acme uses it: power on, a network attached.
 	if err := c.Power(ctx, "node-1", hil.PowerOn); err != nil {
