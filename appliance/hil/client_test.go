@@ -677,18 +677,18 @@ func TestClientDeadlines(t *testing.T) {
 		ownedBy("node-01", "alice")(f, nil)
 		f.configure(func(f *fakeHIL) {
 			f.before = func(r *http.Request) {
-				if strings.HasPrefix(r.URL.Path, "/v0/node/node-01/") { // obm, power_on: OBMd busy
+				if strings.HasPrefix(r.URL.Path, "/v0/node/node-01/") { // power_on, obm: OBMd busy
 					time.Sleep(150 * time.Millisecond)
 				}
 			}
 		})
 		c := newTestClient(t, f, adminUser, adminPassword)
-		c.timeout, c.obmTimeout = 50*time.Millisecond, 5*time.Second
+		c.timeout, c.obmTimeout = 50*time.Millisecond, 5*time.Second // only OBM calls below
 		if err := c.Power(t.Context(), "node-01", PowerOn); err != nil {
 			t.Fatalf("power on behind a busy OBMd: %v", err)
 		}
-		if err := c.Detach(t.Context(), "node-01", "alice"); err != nil {
-			t.Fatalf("detach (OBM disable) behind a busy OBMd: %v", err)
+		if err := c.setOBM(t.Context(), "node-01", false); err != nil {
+			t.Fatalf("OBM disable behind a busy OBMd: %v", err)
 		}
 	})
 	t.Run("deadline while waiting for a networking action", func(t *testing.T) {

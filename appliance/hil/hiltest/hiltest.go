@@ -249,7 +249,12 @@ func (k *Kit) Must(method, path string, body any) []byte {
 // on/off, starts off) and in HIL, free.
 func (k *Kit) AddNode(node string) {
 	k.tb.Helper()
-	obm := map[string]any{"type": "dummy", "info": map[string]string{"addr": "127.0.0.1:9"}}
+	k.addNode(node, "dummy", map[string]string{"addr": "127.0.0.1:9"})
+}
+
+func (k *Kit) addNode(node, driver string, info map[string]string) {
+	k.tb.Helper()
+	obm := map[string]any{"type": driver, "info": info}
 	if _, err := k.call(http.MethodPut, k.OBMDURL+"/node/"+node, "admin", k.OBMDToken, obm); err != nil {
 		k.tb.Fatalf("hiltest: OBMd node %s: %v", node, err)
 	}
@@ -262,12 +267,7 @@ func (k *Kit) AddNode(node string) {
 // dead BMC: OBMd gives up after about 20 s, and serves nobody meanwhile.
 func (k *Kit) AddNodeIPMI(node, addr, user, pass string) {
 	k.tb.Helper()
-	obm := map[string]any{"type": "ipmi", "info": map[string]string{"addr": addr, "user": user, "pass": pass}}
-	if _, err := k.call(http.MethodPut, k.OBMDURL+"/node/"+node, "admin", k.OBMDToken, obm); err != nil {
-		k.tb.Fatalf("hiltest: OBMd node %s: %v", node, err)
-	}
-	k.Must(http.MethodPut, "/node/"+node, map[string]any{"obmd": map[string]string{
-		"uri": k.OBMDURL + "/node/" + node, "admin_token": k.OBMDToken}})
+	k.addNode(node, "ipmi", map[string]string{"addr": addr, "user": user, "pass": pass})
 }
 
 // AddProject creates project.
