@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 )
 
@@ -47,6 +48,9 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if err == nil {
+		err = a.checkAllocatorNode(r.Context(), n.Name)
+	}
+	if err == nil {
 		n, err = a.store.CreateNode(r.Context(), n, a.now())
 	}
 	if err == nil && password != "" {
@@ -61,6 +65,32 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusCreated, n)
 	return nil
+}
+
+// nodeChecker is an allocator that can check a node before it is added:
+// hil.Client (the node exists in HIL, is free, its OBM works).
+type nodeChecker interface {
+	CheckNode(ctx context.Context, node string) error
+}
+
+// checkAllocatorNode refuses a node the allocator cannot lease: 422 with
+// what is missing, or 503 when the allocator does not answer.
+func (a *API) checkAllocatorNode(ctx context.Context, node string) error {
+	c, ok := a.alloc.(nodeChecker)
+	if !ok {
+		return nil
+	}
+	if _, err := a.store.GetNode(ctx, node); err == nil {
+		return nil // a duplicate: the store refuses it, and HIL's node is left alone
+	}
+	err := c.CheckNode(ctx, node)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, hil.ErrUnavailable):
+		return &httpError{status: http.StatusServiceUnavailable, msg: "cannot check the node in HIL: " + err.Error()}
+	}
+	return &httpError{status: http.StatusUnprocessableEntity, msg: err.Error()}
 }
 
 func (a *API) listNodes(w http.ResponseWriter, r *http.Request) error {

@@ -74,6 +74,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	if err != nil {
 		return err
 	}
+	if err := checkAllocator(ctx, alloc, log); err != nil {
+		return err
+	}
 	var m2b *server.Backend
 	var disks lease.Disks
 	if cfg.M2.Enabled {
@@ -228,20 +231,40 @@ func ReadToken(path string) (string, error) {
 	return t, nil
 }
 
+// adminChecker is an allocator that can check its own account: hil.Client.
+type adminChecker interface {
+	CheckAdmin(ctx context.Context) error
+}
+
+// checkAllocator refuses to start with a HIL account that is not an
+// administrator. HIL not answering is only a warning: handovers wait for
+// it.
+func checkAllocator(ctx context.Context, alloc Allocator, log *slog.Logger) error {
+	c, ok := alloc.(adminChecker)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := c.CheckAdmin(ctx)
+	switch {
+	case errors.Is(err, hil.ErrUnauthorized):
+		return fmt.Errorf("hil allocator: %w", err)
+	case err != nil:
+		log.Warn("HIL did not answer the start-up check; handovers wait for it", "err", err)
+	default:
+		log.Info("HIL account is an administrator")
+	}
+	return nil
+}
+
 // newAllocator builds the allocator [allocator] type names.
 func newAllocator(cfg Config, st *store.Store, sec secretStore, log *slog.Logger) (Allocator, error) {
 	switch cfg.Allocator.Type {
 	case "hil":
-		password := ""
-		if cfg.HIL.PasswordFile != "" {
-			b, err := os.ReadFile(cfg.HIL.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("read hil.password_file: %w", err)
-			}
-			password = strings.TrimSpace(string(b))
-		}
+		// The client reads the password file again whenever it changes.
 		c, err := hil.NewClient(hil.ClientConfig{Endpoint: cfg.HIL.Endpoint, Username: cfg.HIL.Username,
-			Password: password, Timeout: cfg.HIL.Timeout, Logger: log.With("component", "hil")})
+			PasswordFile: cfg.HIL.PasswordFile, Timeout: cfg.HIL.Timeout, Logger: log.With("component", "hil")})
 		if err != nil {
 			return nil, fmt.Errorf("hil allocator: %w", err)
 		}

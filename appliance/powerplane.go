@@ -116,26 +116,36 @@ func (g *nodeGates) acquire(node string, exclusive bool) (release func()) {
 // hardware adapts the power plane to what a handover needs.
 type hardware struct{ p *PowerPlane }
 
+// waitOrErr marks the allocator's "not now" answers (HIL has an action
+// pending, HIL or OBMd did not answer) as lease.ErrWait: the handover
+// retries them without counting an attempt.
+func waitOrErr(err error) error {
+	if errors.Is(err, hil.ErrPending) || errors.Is(err, hil.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", lease.ErrWait, err)
+	}
+	return err
+}
+
 func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return h.p.power(ctx, node, hil.PowerOff)
+	return waitOrErr(h.p.power(ctx, node, hil.PowerOff))
 }
 
 func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
 	on, err := h.p.readPower(ctx, node)
 	// A free node under HIL has its OBM disabled, so its power cannot be
-	// read or driven ("OBM is not enabled"): nothing to power off.
+	// read or driven ("OBM is not enabled") until the handover connects it.
 	if errors.Is(err, hil.ErrNoPowerControl) || errors.Is(err, hil.ErrBlocked) {
 		return false, fmt.Errorf("%w: %w", lease.ErrNoPowerControl, err)
 	}
-	return on, err
+	return on, waitOrErr(err)
 }
 
 func (h hardware) Detach(ctx context.Context, node, project string) error {
-	return h.p.alloc.Detach(ctx, node, project)
+	return waitOrErr(h.p.alloc.Detach(ctx, node, project))
 }
 
 func (h hardware) Connect(ctx context.Context, node, project string) error {
-	return h.p.alloc.Connect(ctx, node, project)
+	return waitOrErr(h.p.alloc.Connect(ctx, node, project))
 }
 
 // gatedJournal takes the node's gate exclusively while the fence and

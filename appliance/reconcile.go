@@ -2,8 +2,10 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,17 @@ type projectLister interface {
 	NodeProjects(ctx context.Context) (map[string]string, error)
 }
 
+// freeLister is implemented by allocators whose NodeProjects lists free
+// nodes too (mapped to ""), so that a node missing from it is one the
+// allocator does not know: hil.Client.
+type freeLister interface {
+	ListsFreeNodes() bool
+}
+
+// ErrAllocatorLostState: the allocator does not know nodes the appliance
+// has, as when HIL restarted on an empty database.
+var ErrAllocatorLostState = errors.New("the allocator does not know some of the appliance's nodes")
+
 // Reconciler brings every node to the state its leases ask for: at each
 // lease boundary it opens a handover and runs it, resumes handovers left
 // running by a crash, and reports nodes whose allocator project disagrees
@@ -49,6 +62,11 @@ type Reconciler struct {
 	Power *PowerPlane
 
 	passes passTracker // one pass at a time, whoever triggers it; the last ones
+
+	// lostState is the last list of nodes the allocator did not know, so
+	// that the audit log records a change, not every pass. Only the
+	// running pass touches it, and passes never overlap.
+	lostState string
 }
 
 // PassResult counts what one reconcile pass did.
@@ -167,6 +185,12 @@ func (r *Reconciler) pass(ctx context.Context, now time.Time, p *passRun) (PassR
 				res.Failed++
 				res.Stuck++
 				r.audit(ctx, "handover.stuck", h.Node, fmt.Sprintf("handover %d at step %s", h.ID, out.Step), err)
+			case errors.Is(err, lease.ErrWait):
+				// Not a failure: the step is retried at the next pass.
+				r.Log.Warn("handover waits; will retry", "node", h.Node, "handover", h.ID, "step", out.Step, "err", err)
+				if out.LastError != h.LastError { // once per reason, not every pass
+					r.auditResult(ctx, "handover.wait", h.Node, fmt.Sprintf("handover %d at step %s", h.ID, out.Step), "waiting: "+err.Error())
+				}
 			case err != nil:
 				res.Failed++
 				r.Log.Warn("handover step failed; will retry", "node", h.Node, "handover", h.ID, "step", out.Step, "attempts", out.Attempts, "err", err)
@@ -198,7 +222,9 @@ func (r *Reconciler) runHandover(ctx context.Context, h lease.Handover, p *passR
 
 // checkDrift compares the allocator's projects with the holders of nodes
 // that have no handover under way. A node in a project other than its
-// holder's is fenced (its holder cleared) and reported.
+// holder's is fenced (its holder cleared) and reported. Nodes the
+// allocator does not know at all are not fenced one by one: that is the
+// allocator's lost state, reported as ErrAllocatorLostState.
 func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, busy map[string]bool) (int, error) {
 	lister, ok := r.Allocator.(projectLister)
 	if !ok {
@@ -208,8 +234,15 @@ func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, b
 	if err != nil {
 		return 0, err
 	}
+	fl, ok := r.Allocator.(freeLister)
+	complete := ok && fl.ListsFreeNodes()
 	drift := 0
+	var missing []string
 	for _, ns := range states {
+		if _, known := projects[ns.Node]; complete && !known {
+			missing = append(missing, ns.Node)
+			continue
+		}
 		if busy[ns.Node] {
 			continue
 		}
@@ -231,7 +264,29 @@ func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, b
 		r.Log.Warn("node drift", "node", ns.Node, "detail", detail)
 		r.audit(ctx, "node.drift", ns.Node, detail, ferr)
 	}
-	return drift, nil
+	return drift, r.lostStateError(ctx, missing, len(states))
+}
+
+// lostStateError reports the nodes the allocator does not know: a
+// warning every pass, an audit entry when the list changes.
+func (r *Reconciler) lostStateError(ctx context.Context, missing []string, total int) error {
+	list := strings.Join(missing, ", ")
+	changed := list != r.lostState
+	r.lostState = list
+	if len(missing) == 0 {
+		return nil
+	}
+	err := fmt.Errorf("%w: HIL does not know %d of the appliance's %d nodes (%s); HIL has likely lost its state "+
+		"(restarted on an empty database?): register them in HIL again under the same names, free, with their OBMs "+
+		"in OBMd; until then their power is refused and they are not fenced", ErrAllocatorLostState, len(missing), total, list)
+	if changed {
+		e := store.AuditEntry{At: r.Now(), Actor: "reconciler", Action: "allocator.lost_state", Target: "allocator",
+			Detail: fmt.Sprintf("nodes unknown to HIL: %s", list), Result: "failed: " + err.Error()}
+		if _, aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
+			r.Log.Error("audit log write failed", "action", e.Action, "err", aerr)
+		}
+	}
+	return err
 }
 
 // fence takes node from its holder outside a handover.
@@ -247,6 +302,10 @@ func (r *Reconciler) audit(ctx context.Context, action, node, detail string, err
 	if err != nil {
 		result = "failed: " + err.Error()
 	}
+	r.auditResult(ctx, action, node, detail, result)
+}
+
+func (r *Reconciler) auditResult(ctx context.Context, action, node, detail, result string) {
 	e := store.AuditEntry{At: r.Now(), Actor: "reconciler", Action: action, Target: "node/" + node, Detail: detail, Result: result}
 	if _, aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
 		r.Log.Error("audit log write failed", "action", action, "node", node, "err", aerr)

@@ -19,6 +19,20 @@ ensure_apt openipmi ipmitool qemu-system-x86 curl
 # iPXE firmware for qemu nodes, nasm for boot sectors, and XFS tools for a
 # reflink-capable loop filesystem.
 ensure_apt tgt libiscsi-bin qemu-utils qemu-block-extra ipxe-qemu nasm xfsprogs
+# The real HIL and OBMd (../shared/hil) for the hil allocator's tests: its
+# Debian packages first (the kit's build.sh stops when dpkg has never heard
+# of one), then one idempotent build, which also warms the Go build cache
+# for the per-test builds appliance/hil/hiltest makes.
+if [ -x ../shared/hil/build.sh ]; then
+	ensure_apt python3-flask python3-flask-sqlalchemy python3-flask-migrate python3-sqlalchemy \
+		python3-passlib python3-schema python3-requests
+	hilkit=${TMPDIR:-/tmp}/malleable-hilkit
+	mkdir -p "$hilkit" && chmod 755 "$hilkit"
+	echo "==> HIL kit: ../shared/hil/build.sh $hilkit (first time 1-4 min)"
+	../shared/hil/build.sh "$hilkit" > "$hilkit.log" 2>&1 || { tail -30 "$hilkit.log"; echo "HIL kit build failed (log: $hilkit.log)"; exit 1; }
+else
+	echo "==> HIL kit: ../shared/hil is absent; the real-HIL tests will fail (MALLEABLE_REQUIRE_REAL=1)"
+fi
 # Tests that need a real component fail instead of skipping when it is absent.
 export MALLEABLE_REQUIRE_REAL=1
 # A real Foreman 3.12 (local/foreman:3.12, local/postgres:15) from the kit beside

@@ -2,6 +2,7 @@ package hil
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,15 +26,30 @@ type ClientConfig struct {
 	Endpoint string
 	// Username and Password are sent as HTTP Basic credentials (HIL's
 	// database auth backend). Leave both empty for HIL's null auth backend.
-	// The account should be a HIL administrator: Connect creates projects
-	// and the hand-over moves nodes between projects.
+	// The account must be a HIL administrator (see CheckAdmin): Connect
+	// creates projects, a hand-over moves nodes between projects, and only
+	// an admin may power off a free node.
 	Username, Password string
+	// PasswordFile, instead of Password, names a file holding the password.
+	// It is read by NewClient and read again before a call whenever its
+	// modification time or size changed, so a rotated password takes
+	// effect without a restart.
+	PasswordFile string
 	// HTTPClient carries the requests; nil means a new http.Client. It is
 	// copied, not modified: the copy gets this package's redirect policy.
 	HTTPClient *http.Client
-	// Timeout bounds each HTTP call, a power call's 307 hop to OBMd
-	// included; zero means 10s. Callers bound a whole method with ctx.
+	// Timeout bounds each plain HIL call; zero means 10s. Callers bound a
+	// whole method with ctx.
 	Timeout time.Duration
+	// OBMTimeout bounds each call that reaches OBMd: power, status, boot
+	// device (with their 307 hop) and enabling or disabling an OBM (HIL
+	// asks OBMd for a token). OBMd runs one operation at a time and gives
+	// up on a BMC that does not answer after about 20 s, so any call may
+	// first wait for another node's dead BMC; zero means 60s.
+	OBMTimeout time.Duration
+	// ActionWait bounds how long Detach waits for one networking action
+	// to leave PENDING before it returns ErrPending; zero means 30s.
+	ActionWait time.Duration
 	// Logger receives one debug line per call and warnings; nil discards.
 	Logger *slog.Logger
 }
@@ -43,12 +59,14 @@ type ClientConfig struct {
 // the client follows with the request body and without HIL's credentials.
 // A Client is safe for concurrent use.
 type Client struct {
-	base           string // scheme://host[:port][/prefix], no trailing slash
-	origin         string // scheme://host[:port] of base
-	user, password string
-	hc             *http.Client
-	timeout        time.Duration
-	log            *slog.Logger
+	base       string // scheme://host[:port][/prefix], no trailing slash
+	origin     string // scheme://host[:port] of base
+	user       string
+	password   *password
+	hc         *http.Client
+	timeout    time.Duration
+	obmTimeout time.Duration
+	log        *slog.Logger
 
 	// Networking-action polling: first and longest delay between polls,
 	// and how long one action may stay PENDING before HIL's network daemon
@@ -57,9 +75,10 @@ type Client struct {
 }
 
 const (
-	defaultTimeout = 10 * time.Second
-	maxRedirects   = 3       // HIL → OBMd is one hop; allow a proxy's
-	maxBody        = 1 << 20 // HIL and OBMd answers are small JSON
+	defaultTimeout    = 10 * time.Second
+	defaultOBMTimeout = 60 * time.Second // three times OBMd's 20 s per dead BMC
+	maxRedirects      = 3                // HIL → OBMd is one hop; allow a proxy's
+	maxBody           = 1 << 20          // HIL and OBMd answers are small JSON
 )
 
 // NewClient validates c and returns a Client; it makes no request.
@@ -79,25 +98,28 @@ func NewClient(c ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("hil client: %w: endpoint %q must not have a query or fragment", ErrBadArgument, u.Redacted())
 	case strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v0"):
 		return nil, fmt.Errorf("hil client: %w: endpoint %q must not include /v0 (the client adds it)", ErrBadArgument, u.Redacted())
-	case c.Password != "" && c.Username == "":
+	case (c.Password != "" || c.PasswordFile != "") && c.Username == "":
 		return nil, fmt.Errorf("hil client: %w: password without username", ErrBadArgument)
-	case c.Timeout < 0:
-		return nil, fmt.Errorf("hil client: %w: negative timeout %s", ErrBadArgument, c.Timeout)
+	case c.Password != "" && c.PasswordFile != "":
+		return nil, fmt.Errorf("hil client: %w: both a password and a password file", ErrBadArgument)
+	case c.Timeout < 0 || c.OBMTimeout < 0 || c.ActionWait < 0:
+		return nil, fmt.Errorf("hil client: %w: negative timeout", ErrBadArgument)
 	}
 	cl := &Client{
 		origin:     u.Scheme + "://" + u.Host,
 		user:       c.Username,
-		password:   c.Password,
-		timeout:    c.Timeout,
+		password:   &password{value: c.Password, path: c.PasswordFile},
+		timeout:    cmp.Or(c.Timeout, defaultTimeout),
+		obmTimeout: cmp.Or(c.OBMTimeout, defaultOBMTimeout),
 		log:        c.Logger,
 		pollMin:    250 * time.Millisecond,
 		pollMax:    2 * time.Second,
-		actionWait: 2 * time.Minute,
+		actionWait: cmp.Or(c.ActionWait, 30*time.Second),
+	}
+	if _, err := cl.password.get(); err != nil {
+		return nil, fmt.Errorf("hil client: %w", err)
 	}
 	cl.base = cl.origin + strings.TrimRight(u.EscapedPath(), "/")
-	if cl.timeout == 0 {
-		cl.timeout = defaultTimeout
-	}
 	if cl.log == nil {
 		cl.log = slog.New(slog.DiscardHandler)
 	}
@@ -128,120 +150,30 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// apiError is a non-2xx answer from HIL, or from OBMd behind a redirect.
-// It unwraps to one of the package's sentinels.
-type apiError struct {
-	method, path string // the HIL call; path is escaped and never has a query
-	obmdPath     string // set when OBMd answered (its token is left out)
-	status       int
-	typ, msg     string // HIL's error class and message, when it sent JSON
-	kind         error
-}
-
-func (e *apiError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s: ", e.method, e.path)
-	if e.obmdPath != "" {
-		fmt.Fprintf(&b, "OBMd %s: ", e.obmdPath)
-	}
-	fmt.Fprintf(&b, "%d", e.status)
-	switch {
-	case e.typ != "":
-		fmt.Fprintf(&b, " %s %q", e.typ, e.msg)
-	case e.msg != "":
-		fmt.Fprintf(&b, " %q", e.msg)
-	default:
-		fmt.Fprintf(&b, " %s", http.StatusText(e.status))
-	}
-	fmt.Fprintf(&b, ": %v", e.kind)
-	return b.String()
-}
-
-func (e *apiError) Unwrap() error { return e.kind }
-
-// asAPIError reports the HIL or OBMd answer behind err, if there is one.
-func asAPIError(err error) (*apiError, bool) {
-	var e *apiError
-	ok := errors.As(err, &e)
-	return e, ok
-}
-
-// newAPIError parses an error answer. HIL sends {"type", "msg"}; OBMd sends
-// bare statuses; proxies and crashing HIL send HTML. Whatever the body,
-// the status decides the sentinel.
-func (c *Client) newAPIError(method, path string, resp *http.Response, body []byte) *apiError {
-	e := &apiError{method: method, path: path, status: resp.StatusCode}
-	var hilErr struct {
-		Type string `json:"type"`
-		Msg  string `json:"msg"`
-	}
-	if json.Unmarshal(body, &hilErr) == nil && hilErr.Type != "" {
-		e.typ, e.msg = hilErr.Type, truncate(hilErr.Msg)
-	} else if t := strings.TrimSpace(string(body)); t != "" && !strings.HasPrefix(t, "<") && utf8.ValidString(t) {
-		e.msg = truncate(t)
-	}
-	if resp.Request.Response != nil { // reached after a redirect: OBMd
-		e.obmdPath = resp.Request.URL.EscapedPath()
-		e.kind = obmdKind(resp.StatusCode)
-		return e
-	}
-	e.kind = c.hilKind(e.status, e.typ, e.msg)
-	return e
-}
-
-func truncate(s string) string {
-	const n = 300
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
-}
-
-// hilKind maps a HIL error answer to a sentinel.
-func (c *Client) hilKind(status int, typ, msg string) error {
-	switch status {
-	case http.StatusBadRequest:
-		return ErrBadArgument
-	case http.StatusUnauthorized, http.StatusForbidden: // HIL never sends 403; a proxy might
-		return ErrUnauthorized
-	case http.StatusNotFound:
-		// HIL's database auth looks the user up with get-or-404, so an
-		// unknown user is a 404 that says nothing about nodes.
-		if typ == "NotFoundError" && c.user != "" && msg == "User "+c.user+" does not exist." {
-			return ErrUnauthorized
-		}
-		return ErrNotFound
-	case http.StatusConflict:
-		if typ == "ProjectMismatchError" || (typ == "BlockedError" && strings.Contains(msg, "already owned")) {
-			return ErrOwned
-		}
-		return ErrBlocked
-	}
-	return ErrBackend
-}
-
-// obmdKind maps an OBMd status: 401 is a dead or missing token, 400 a bad
-// body or boot device, 404 a node HIL knows and OBMd does not (a
-// misconfiguration, not a missing node).
-func obmdKind(status int) error {
-	switch status {
-	case http.StatusBadRequest:
-		return ErrBadArgument
-	case http.StatusUnauthorized:
-		return ErrUnauthorized
-	}
-	return ErrBackend
-}
-
 // get sends a GET, which never carries a body (HIL answers 400 to one).
 func (c *Client) get(ctx context.Context, path string, out any) error {
 	return c.do(ctx, http.MethodGet, path, nil, out)
 }
 
-// do makes one HIL call under the per-call timeout, following HIL's 307 to
-// OBMd, and decodes a successful JSON answer into out when out is non-nil.
-func (c *Client) do(parent context.Context, method, path string, in, out any) error {
-	ctx, cancel := context.WithTimeout(parent, c.timeout)
+// do makes one plain HIL call under the per-call timeout.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.call(ctx, c.timeout, method, path, in, out)
+}
+
+// setOBM enables or disables node's OBM; HIL asks OBMd for a token or
+// revokes it, so the call waits in OBMd's queue like a power call.
+func (c *Client) setOBM(ctx context.Context, node string, enabled bool) error {
+	return c.call(ctx, c.obmTimeout, http.MethodPut, nodePath(node)+"/obm", obmArg{Enabled: enabled}, nil)
+}
+
+// call makes one HIL call under timeout, following HIL's 307 to OBMd, and
+// decodes a successful JSON answer into out when out is non-nil.
+func (c *Client) call(parent context.Context, timeout time.Duration, method, path string, in, out any) error {
+	pw, err := c.password.get()
+	if err != nil {
+		return fmt.Errorf("%s /v0%s: %w", method, path, err)
+	}
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	path = "/v0" + path
 	var body io.Reader
@@ -264,7 +196,7 @@ func (c *Client) do(parent context.Context, method, path string, in, out any) er
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.user != "" {
-		req.SetBasicAuth(c.user, c.password)
+		req.SetBasicAuth(c.user, pw)
 	}
 	start := time.Now()
 	resp, err := c.hc.Do(req)
@@ -287,21 +219,6 @@ func (c *Client) do(parent context.Context, method, path string, in, out any) er
 		}
 	}
 	return nil
-}
-
-// transportError reports a failed exchange without the *url.Error around
-// it: that one quotes the last URL, which after a redirect holds the
-// node's OBMd token. The caller's own cancellation is not a backend
-// failure; the per-call timeout and network errors are.
-func transportError(parent context.Context, method, path string, err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	if parent.Err() != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	return fmt.Errorf("%s %s: %w: %w", method, path, ErrBackend, err)
 }
 
 // checkName rejects labels that cannot be one path segment of a HIL URL.
@@ -426,7 +343,7 @@ func (c *Client) connect(ctx context.Context, node, project string) error {
 		}
 		return fmt.Errorf("%w (HIL shows project %q)", err, owner)
 	}
-	return c.do(ctx, http.MethodPut, nodePath(node)+"/obm", obmArg{Enabled: true}, nil)
+	return c.setOBM(ctx, node, true)
 }
 
 // ensureProject creates project; one that exists is fine. Creating is
@@ -480,12 +397,20 @@ func (c *Client) detach(ctx context.Context, node, project string) error {
 			}
 		}
 	}
-	if err := c.do(ctx, http.MethodPut, nodePath(node)+"/obm", obmArg{Enabled: false}, nil); err != nil {
+	if err := c.setOBM(ctx, node, false); err != nil {
 		return err
 	}
 	err = c.do(ctx, http.MethodPost, projectPath(project)+"/detach_node", nodeArg{node}, nil)
 	if e, ok := asAPIError(err); ok && e.status == http.StatusNotFound && e.msg == "Node not in project" {
 		return nil // detached by someone else since show_node
+	}
+	if errors.Is(err, ErrPending) {
+		return fmt.Errorf("%w; %s", err, daemonHint)
+	}
+	if e, ok := asAPIError(err); ok && e.status == http.StatusConflict && e.msg == "Node attached to a network" {
+		// HIL's network daemon attached a network after show_node: the
+		// next attempt detaches it.
+		return fmt.Errorf("%w (%w: a network action was applied meanwhile; detach again)", err, ErrPending)
 	}
 	return err
 }
@@ -503,6 +428,9 @@ func (c *Client) detachNetwork(ctx context.Context, node, nic, network string) e
 	if e, ok := asAPIError(err); ok && e.status == http.StatusBadRequest && strings.Contains(e.msg, "not attached") {
 		return nil // detached meanwhile
 	}
+	if errors.Is(err, ErrPending) {
+		return fmt.Errorf("detach network %s from nic %s: %w; an earlier network action on the nic is still PENDING: %s", network, nic, err, daemonHint)
+	}
 	if err != nil {
 		return fmt.Errorf("detach network %s from nic %s: %w", network, nic, err)
 	}
@@ -514,6 +442,9 @@ func (c *Client) detachNetwork(ctx context.Context, node, nic, network string) e
 	}
 	return nil
 }
+
+// daemonHint is the likely reason a networking action stays PENDING.
+const daemonHint = "is HIL's network daemon (hil-admin serve-networks) running?"
 
 // waitAction polls a networking action until DONE, with a growing delay,
 // for at most c.actionWait: an action that stays PENDING longer means HIL's
@@ -529,7 +460,7 @@ func (c *Client) waitAction(parent context.Context, id string) error {
 		err := c.get(ctx, "/networking_action/"+url.PathEscape(id), &action)
 		switch {
 		case err != nil && parent.Err() == nil && ctx.Err() != nil:
-			return fmt.Errorf("networking action %s: %w: still PENDING after %s; is HIL's network daemon running?", id, ErrBackend, c.actionWait)
+			return fmt.Errorf("networking action %s: %w: still PENDING after %s; %s", id, ErrPending, c.actionWait, daemonHint)
 		case err != nil:
 			return fmt.Errorf("networking action %s: %w", id, err)
 		case action.Status == "DONE":
@@ -544,7 +475,7 @@ func (c *Client) waitAction(parent context.Context, id string) error {
 			if parent.Err() != nil {
 				return fmt.Errorf("networking action %s: %w", id, parent.Err())
 			}
-			return fmt.Errorf("networking action %s: %w: still PENDING after %s; is HIL's network daemon running?", id, ErrBackend, c.actionWait)
+			return fmt.Errorf("networking action %s: %w: still PENDING after %s; %s", id, ErrPending, c.actionWait, daemonHint)
 		case <-t.C:
 		}
 		delay = min(2*delay, c.pollMax)
@@ -643,9 +574,9 @@ func (c *Client) obm(ctx context.Context, node, method, op string, in, out any) 
 	path := nodePath(node) + "/" + op
 	call := func() error {
 		if method == http.MethodGet {
-			return c.get(ctx, path, out)
+			in = nil // never a body on a GET
 		}
-		return c.do(ctx, method, path, in, out)
+		return c.call(ctx, c.obmTimeout, method, path, in, out)
 	}
 	err := call()
 	e, ok := asAPIError(err)
@@ -653,7 +584,7 @@ func (c *Client) obm(ctx context.Context, node, method, op string, in, out any) 
 		return err
 	}
 	c.log.WarnContext(ctx, "hil: OBMd refused HIL's token; enabling the OBM again", "node", node, "op", op)
-	if rerr := c.do(ctx, http.MethodPut, nodePath(node)+"/obm", obmArg{Enabled: true}, nil); rerr != nil {
+	if rerr := c.setOBM(ctx, node, true); rerr != nil {
 		return fmt.Errorf("%w (re-enabling the OBM failed: %w)", err, rerr)
 	}
 	return call()

@@ -330,36 +330,9 @@ func TestClientAllocation(t *testing.T) {
 				wantState(t, f, "node-01", fakeNodeState{Project: "alice", OBMEnabled: true, Networks: []string{"eth0:alice-net"}})
 			},
 		},
-		"detach when HIL's network daemon is not running": {
-			setup: func(f *fakeHIL, c *Client) {
-				ownedBy("node-01", "alice")(f, c)
-				f.attach("node-01", "eth0", "alice-net")
-				f.configure(func(f *fakeHIL) { f.stuckActions = true })
-				c.actionWait = 30 * time.Millisecond
-			},
-			run:     detach("node-01", "alice"),
-			wantErr: ErrBackend,
-			wantSub: "still PENDING",
-		},
-		"detach blocked by another caller's networking action": {
-			setup: func(f *fakeHIL, c *Client) {
-				ownedBy("node-01", "alice")(f, c)
-				f.attach("node-01", "eth0", "alice-net")
-				f.queueForeignAction("node-01", "eth0")
-			},
-			run:     detach("node-01", "alice"),
-			wantErr: ErrBlocked,
-			wantSub: "A networking operation is already active on the nic.",
-		},
-		"detach with pending network actions refused by HIL": {
-			setup: func(f *fakeHIL, c *Client) {
-				ownedBy("node-01", "alice")(f, c)
-				f.queueForeignAction("node-01", "eth1")
-			},
-			run:     detach("node-01", "alice"),
-			wantErr: ErrBlocked,
-			wantSub: `409 BlockedError "Node has pending network actions"`,
-		},
+		// A PENDING action (HIL's network daemon stopped, a 409 "already
+		// active" or "pending network actions"): real_test.go, against
+		// real HIL.
 		"node project of a free node":  {run: nodeProject("node-01"), want: ""},
 		"node project of an owned one": {setup: ownedBy("node-01", "bob"), run: nodeProject("node-01"), want: "bob"},
 		"node project of an unknown node": {
@@ -695,8 +668,27 @@ func TestClientDeadlines(t *testing.T) {
 		c := newTestClient(t, f, adminUser, adminPassword)
 		c.timeout = 50 * time.Millisecond
 		_, err := c.NodeProject(t.Context(), "node-01")
-		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrBackend) {
-			t.Fatalf("error %v, want a deadline that counts as a backend failure", err)
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrBackend) || !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("error %v, want a deadline that counts as HIL unavailable", err)
+		}
+	})
+	t.Run("power calls wait for OBMd's queue beyond the plain timeout", func(t *testing.T) {
+		f := newFixture(t)
+		ownedBy("node-01", "alice")(f, nil)
+		f.configure(func(f *fakeHIL) {
+			f.before = func(r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/v0/node/node-01/") { // power_on, obm: OBMd busy
+					time.Sleep(150 * time.Millisecond)
+				}
+			}
+		})
+		c := newTestClient(t, f, adminUser, adminPassword)
+		c.timeout, c.obmTimeout = 50*time.Millisecond, 5*time.Second // only OBM calls below
+		if err := c.Power(t.Context(), "node-01", PowerOn); err != nil {
+			t.Fatalf("power on behind a busy OBMd: %v", err)
+		}
+		if err := c.setOBM(t.Context(), "node-01", false); err != nil {
+			t.Fatalf("OBM disable behind a busy OBMd: %v", err)
 		}
 	})
 	t.Run("deadline while waiting for a networking action", func(t *testing.T) {
@@ -717,7 +709,7 @@ func TestClientDeadlines(t *testing.T) {
 		f := newFixture(t)
 		ownedBy("node-01", "alice")(f, nil)
 		c := newTestClient(t, f, adminUser, adminPassword)
-		c.timeout = 50 * time.Millisecond
+		c.obmTimeout = 50 * time.Millisecond
 		f.obmd.set(func(o *fakeOBMd) { o.hang = true })
 		err := c.Power(t.Context(), "node-01", PowerOn)
 		checkErr(t, f, err, context.DeadlineExceeded, "POST /v0/node/node-01/power_on")

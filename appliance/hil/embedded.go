@@ -70,6 +70,19 @@ func (e *Embedded) NodeProjects(ctx context.Context) (map[string]string, error) 
 	return m, e.classify(err)
 }
 
+// VerifyProject returns nil when node is in project, and otherwise an
+// error wrapping ErrOwned.
+func (e *Embedded) VerifyProject(ctx context.Context, node, project string) error {
+	p, err := e.NodeProject(ctx, node)
+	switch {
+	case err != nil:
+		return fmt.Errorf("verify project of node %s: %w", node, err)
+	case p != project:
+		return fmt.Errorf("node %s: %w: it is in project %q, not %s", node, ErrOwned, p, project)
+	}
+	return nil
+}
+
 // bmcErr classifies a power error: no power control stays itself, the rest
 // are backend failures.
 func bmcErr(err error) error {

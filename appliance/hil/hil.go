@@ -75,4 +75,12 @@ var (
 	// ErrNoPowerControl: the node has no BMC the allocator can drive, so
 	// its power is not managed.
 	ErrNoPowerControl = errors.New("node has no power control")
+	// ErrPending: HIL is still working on an earlier request for the node
+	// (a networking action PENDING, 409 "A networking operation is already
+	// active on the nic."). Not a failure: try again later.
+	ErrPending = errors.New("HIL has an operation pending")
+	// ErrUnavailable: HIL or OBMd did not answer in time, or could not be
+	// reached. It also matches ErrBackend. Not the node's fault: try again
+	// later.
+	ErrUnavailable = errors.New("HIL unavailable")
 )

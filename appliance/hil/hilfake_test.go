@@ -844,17 +844,6 @@ func (f *fakeHIL) enableOBM(node string) {
 	n.token = tok
 }
 
-// queueForeignAction leaves a PENDING action nobody will poll on a NIC.
-func (f *fakeHIL) queueForeignAction(node, nic string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.nodes[node].nics {
-		if c.label == nic {
-			c.pending = "foreign"
-		}
-	}
-}
-
 // obmdID returns a node's id at OBMd.
 func (f *fakeHIL) obmdID(node string) string {
 	f.mu.Lock()

@@ -100,6 +100,12 @@ type Journal interface {
 // appliance does not manage (no BMC): the power step is skipped.
 var ErrNoPowerControl = errors.New("node has no power control")
 
+// ErrWait marks a step error that is not the step's failure: the
+// allocator is busy or unreachable (HIL has a network action pending, HIL
+// or OBMd did not answer in time). The step is retried at the next pass
+// with the reason in LastError, and it does not count toward MaxAttempts.
+var ErrWait = errors.New("waiting")
+
 // Machine runs handovers.
 type Machine struct {
 	Hardware Hardware
@@ -144,8 +150,10 @@ func (m *Machine) Run(ctx context.Context, h Handover) (Handover, error) {
 		}
 		if err != nil {
 			failed := h
-			failed.Attempts++
 			failed.LastError = err.Error()
+			if !errors.Is(err, ErrWait) {
+				failed.Attempts++
+			}
 			stuck := m.MaxAttempts > 0 && failed.Attempts >= m.MaxAttempts
 			if stuck {
 				failed.Status = HandoverStuck
@@ -193,7 +201,20 @@ func (m *Machine) act(ctx context.Context, h Handover, step Step) (skipped strin
 		if h.To == "" {
 			return "node becomes free", nil
 		}
-		return "", m.Hardware.Connect(ctx, h.Node, m.Project(h.To))
+		if err := m.Hardware.Connect(ctx, h.Node, m.Project(h.To)); err != nil {
+			return "", err
+		}
+		if h.From != "" {
+			return "", nil
+		}
+		// A free node's power may be out of reach until it is connected
+		// (HIL disables a free node's OBM), so the power-off step could not
+		// turn it off: do it now, so that every node reaches its new tenant
+		// powered off.
+		if _, err := m.powerOff(ctx, h.Node); err != nil {
+			return "", fmt.Errorf("connected; %w", err)
+		}
+		return "", nil
 	}
 	return "", fmt.Errorf("unknown step %q", step)
 }

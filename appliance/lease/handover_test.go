@@ -45,6 +45,9 @@ type fakeHardware struct {
 	ev      *events
 	on      bool
 	noPower bool // PowerIsOn answers ErrNoPowerControl
+	// noPowerUntilConnect: PowerIsOn answers ErrNoPowerControl until
+	// Connect, as HIL does for a free node (its OBM is disabled).
+	noPowerUntilConnect bool
 	// lag is how many reads after PowerOff still see the node on (-1:
 	// forever); lagErr, if set, is what those reads return instead.
 	lag, pending int
@@ -59,7 +62,7 @@ func (f *fakeHardware) PowerIsOn(_ context.Context, node string) (bool, error) {
 	if err := f.fail["is_on"]; err != nil {
 		return false, err
 	}
-	if f.noPower {
+	if f.noPower || f.noPowerUntilConnect {
 		return false, fmt.Errorf("node %s: %w", node, lease.ErrNoPowerControl)
 	}
 	if f.pending != 0 {
@@ -87,7 +90,11 @@ func (f *fakeHardware) Detach(_ context.Context, node, project string) error {
 
 func (f *fakeHardware) Connect(_ context.Context, node, project string) error {
 	f.ev.add("connect %s %s", node, project)
-	return f.fail["connect"]
+	if err := f.fail["connect"]; err != nil {
+		return err
+	}
+	f.noPowerUntilConnect = false
+	return nil
 }
 
 func (f *fakeHardware) UnbindNode(_ context.Context, node, tenant string) error {
@@ -216,7 +223,7 @@ func TestMachineRun(t *testing.T) {
 			journal: []string{"intent fence", "done fence", "intent power_off", "done power_off",
 				"intent unbind_disk", "skipped unbind_disk (node was free)", "intent detach", "skipped detach (node was free)",
 				"intent connect", "done connect", "intent activate", "done activate"},
-			hardware: []string{"is_on n1", "off n1", "is_on n1", "connect n1 p-globex"},
+			hardware: []string{"is_on n1", "off n1", "is_on n1", "connect n1 p-globex", "is_on n1"}, // still off after connect,
 		},
 		"A to free skips connect": {
 			from: "acme",
@@ -430,6 +437,60 @@ func TestMachineRunStuck(t *testing.T) {
 	}
 	wantEvents(t, "hardware after retry", (&events{f.ev.all[before:]}).only(hardwareEvents...),
 		[]string{"detach n1 p-acme", "connect n1 p-globex"})
+}
+
+// TestMachineRunWaitIsNotAFailure: a step error wrapping ErrWait (HIL
+// busy or down) is journaled with its reason but never counts toward
+// MaxAttempts, however often it repeats.
+func TestMachineRunWaitIsNotAFailure(t *testing.T) {
+	f := newFixture("acme", "globex")
+	f.hw.fail = map[string]error{"detach": fmt.Errorf("%w: network action PENDING", lease.ErrWait)}
+	for range 5 {
+		h, err := f.run(t)
+		if !errors.Is(err, lease.ErrWait) {
+			t.Fatalf("err %v, want one matching ErrWait", err)
+		}
+		if h.Status != lease.HandoverRunning || h.Attempts != 0 || f.j.saved.Attempts != 0 || f.j.saved.Status != lease.HandoverRunning {
+			t.Fatalf("returned %+v, saved %+v; want running with 0 attempts", h, f.j.saved)
+		}
+		if !strings.Contains(f.j.saved.LastError, "network action PENDING") {
+			t.Fatalf("last error %q does not say why it waits", f.j.saved.LastError)
+		}
+	}
+	// A real failure after waits counts from 1.
+	f.hw.fail["detach"] = errors.New("allocator broken")
+	if h, _ := f.run(t); h.Attempts != 1 {
+		t.Fatalf("attempts after one failure: %d, want 1", h.Attempts)
+	}
+	delete(f.hw.fail, "detach")
+	if h, err := f.run(t); err != nil || h.Status != lease.HandoverDone {
+		t.Fatalf("after the wait: %+v, %v", h, err)
+	}
+}
+
+// TestMachineRunFreeNodeOffAfterConnect: a free node whose power is out
+// of reach until it is connected (HIL disables a free node's OBM) is still
+// powered off before its first tenant gets it.
+func TestMachineRunFreeNodeOffAfterConnect(t *testing.T) {
+	f := newFixture("", "globex")
+	f.hw.noPowerUntilConnect = true
+	h, err := f.run(t)
+	if err != nil || h.Status != lease.HandoverDone {
+		t.Fatalf("run: %+v, %v", h, err)
+	}
+	if f.hw.on {
+		t.Fatal("the node reached its first tenant powered on")
+	}
+	wantEvents(t, "hardware", f.ev.only(hardwareEvents...),
+		[]string{"is_on n1", "connect n1 p-globex", "is_on n1", "off n1", "is_on n1"})
+	// A node moving between tenants was powered off before detach: no
+	// second check.
+	g := newFixture("acme", "globex")
+	if _, err := g.run(t); err != nil {
+		t.Fatal(err)
+	}
+	wantEvents(t, "hardware between tenants", g.ev.only(hardwareEvents...),
+		[]string{"is_on n1", "off n1", "is_on n1", "unbind n1 acme", "detach n1 p-acme", "connect n1 p-globex"})
 }
 
 func TestMachineRunMaxAttemptsZeroNeverSticks(t *testing.T) {
