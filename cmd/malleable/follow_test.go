@@ -33,7 +33,7 @@ func TestCLIFollowsPassAndRetry(t *testing.T) {
 	d.ok(t, "node", "add", "rack-1", "--bmc", fmt.Sprintf("%s:%d", sim.Host, sim.Port), "--bmc-user", sim.User, "--bmc-password-file", right)
 	d.ok(t, "node", "power", "rack-1", "on")
 	d.ok(t, "node", "set-bmc-password", "rack-1", "--password-file", wrong)
-	d.ok(t, "node", "add", "rack-2")
+	d.ok(t, "node", "add", "rack-2", "--mac", "52:54:00:aa:00:02")
 	d.ok(t, "tenant", "add", "alpha")
 	d.ok(t, "lease", "add", "--node", "rack-2", "--tenant", "alpha", "--start", "now", "--duration", "1h")
 

@@ -66,7 +66,7 @@ func jsonKeys(t *testing.T, doc []byte) []string {
 func TestCLIJSONMatchesAPI(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
 	d.ok(t, "node", "add", "node-1", "--mac", "52:54:00:aa:00:01", "--bmc", "127.0.0.1:9623", "--bmc-user", "admin", "--description", "rack 1")
-	d.ok(t, "node", "add", "node-2")
+	d.ok(t, "node", "add", "node-2", "--mac", "52:54:00:aa:00:02")
 	d.ok(t, "tenant", "add", "acme", "--description", "a tenant")
 	d.ok(t, "lease", "add", "--node", "node-2", "--tenant", "acme", "--start", "now", "--duration", "1h")
 

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -201,8 +202,27 @@ func TestSmartProxyConfigCheck(t *testing.T) {
 type proxyProc struct {
 	cmd  *exec.Cmd
 	addr string // the HTTPS listener
-	log  *bytes.Buffer
+	log  *procLog
 	done chan error
+}
+
+// procLog is a process's output as it arrives, safe to read while the
+// process still writes.
+type procLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *procLog) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.WriteString(s)
+}
+
+func (l *procLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // startProxy runs `malleable smart-proxy --config cfg` and waits until it
@@ -218,7 +238,7 @@ func startProxy(t *testing.T, cfg string) *proxyProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proxyProc{cmd: cmd, log: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &proxyProc{cmd: cmd, log: &procLog{}, done: make(chan error, 1)}
 	addrc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
