@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -115,12 +116,12 @@ func TestHILAllocator(t *testing.T) {
 	}
 
 	// node add: checked in HIL.
-	code, body := r.call(r.token, "POST", "/api/v1/nodes", map[string]any{"name": "ghost"})
+	code, body := r.call(r.token, "POST", "/api/v1/nodes", map[string]any{"name": "ghost", "macs": []string{"52:54:00:00:0f:00"}})
 	if code != 422 || !strings.Contains(body["error"].(string), `HIL has no node named "ghost"`) {
 		t.Fatalf("node add of a node HIL lacks: %d %v", code, body)
 	}
-	for _, n := range []string{"node-1", "node-2", "node-3"} {
-		r.admin("POST", "/api/v1/nodes", map[string]any{"name": n}, 201)
+	for i, n := range []string{"node-1", "node-2", "node-3"} {
+		r.admin("POST", "/api/v1/nodes", map[string]any{"name": n, "macs": []string{fmt.Sprintf("52:54:00:00:0f:%02x", i+1)}}, 201)
 	}
 	for _, ten := range []string{"acme", "beta"} {
 		r.admin("POST", "/api/v1/tenants", map[string]any{"name": ten}, 201)
@@ -139,7 +140,7 @@ func TestHILAllocator(t *testing.T) {
 		t.Fatal("node-1 reached its first tenant powered on")
 	}
 	// Adding it again is the store's duplicate, not HIL's "in a project".
-	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 409)
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:0f:09"}}, 409)
 
 	// acme uses it: power on, a network attached.
 	if err := c.Power(ctx, "node-1", hil.PowerOn); err != nil {
@@ -277,7 +278,7 @@ func TestFirstLeaseReachesTenantOffEmbedded(t *testing.T) {
 func TestEmbeddedVerifyProject(t *testing.T) {
 	r := newRig(t, time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
 	ctx := context.Background()
-	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1"}, 201)
+	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:0f:01"}}, 201)
 	alloc := r.rec.Allocator.(*hil.Embedded)
 	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); !errors.Is(err, hil.ErrOwned) {
 		t.Fatalf("free node: %v, want ErrOwned", err)
