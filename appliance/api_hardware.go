@@ -94,7 +94,16 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 		err = &httpError{status: http.StatusConflict, msg: fmt.Sprintf("node %s is held by tenant %s: only its lessee drives its power (cancel the lease first)", name, holder)}
 	}
 	if err == nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		// Between fence and activate nobody holds the node, but the
+		// handover owns its power: a power-on there would hand the next
+		// tenant a running node (or boot the old tenant's disk).
+		var open bool
+		if open, err = a.store.HandoverOpen(r.Context(), name); err == nil && open {
+			err = &httpError{status: http.StatusConflict, msg: fmt.Sprintf("node %s is being handed over: its power belongs to the handover until it ends (malleable lease handovers --node %s)", name, name)}
+		}
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), commandTimeout)
 		defer cancel()
 		if perr := a.power.power(ctx, name, action); perr != nil {
 			err = powerError(name, perr, false)

@@ -128,6 +128,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	g.Go(func() error { return rec.Serve(gctx) })
 	// A first pass at start-up resumes handovers a crash interrupted.
 	g.Go(func() error {
+		defer func() {
+			// The pass records its own panic; one node's bug must not
+			// take the daemon down (cron and Serve recover likewise).
+			if v := recover(); v != nil {
+				log.Error("start-up reconcile pass panicked", "panic", v)
+			}
+		}()
 		if _, err := rec.passAs(gctx, TriggerStartup, ""); err != nil && gctx.Err() == nil {
 			log.Warn("start-up reconcile pass failed", "err", err)
 		}

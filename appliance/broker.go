@@ -322,7 +322,9 @@ func (b *Broker) act(w http.ResponseWriter, r *http.Request, action string, do f
 		b.api.audit(r, action, refTarget(ref), "by tenant "+tenant, err)
 		return auditedError{err}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	// Not the request's context: a smart-proxy that hangs up must not let
+	// the gate go while the allocator still carries the command out.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), commandTimeout)
 	defer cancel()
 	release := b.power.shared(n.Name)
 	err = b.actHeld(ctx, tenant, ref, n, do)

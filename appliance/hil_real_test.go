@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -166,8 +167,21 @@ func TestHILAllocator(t *testing.T) {
 		t.Fatalf("holder of node-1 = %q, want beta", h)
 	}
 
-	// Drift: an operator moves node-1 by hand in HIL.
+	// Drift: an operator moves node-1 by hand in HIL, and the intruder
+	// enables its OBM. Before any pass sees it, beta's power-on through the
+	// broker is refused: HIL no longer shows node-1 in beta's project, and
+	// the command never reaches OBMd (the appliance's admin account could
+	// drive it).
 	k.MoveNode("node-1", "intruder")
+	k.Must(http.MethodPut, "/node/node-1/obm", map[string]bool{"enabled": true})
+	beta := r.admin("POST", "/api/v1/tenants/beta/token", nil, 201)["token"].(string)
+	if code, body := r.call(beta, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"}); code != 409 {
+		t.Fatalf("beta's power-on of a node HIL shows in another project: %d %v, want 409", code, body)
+	}
+	if k.PowerIsOn("node-1") {
+		t.Fatal("beta's power-on reached the node after HIL moved it to another project")
+	}
+	k.Must(http.MethodPut, "/node/node-1/obm", map[string]bool{"enabled": false})
 	if res := r.reconcile(); res.Drift != 1 {
 		t.Fatalf("drift pass: %+v", res)
 	}

@@ -35,6 +35,12 @@ func NewPowerPlane(alloc Allocator, ttl time.Duration, now func() time.Time) *Po
 	return &PowerPlane{alloc: alloc, cache: newPowerCache(alloc, ttl, now)}
 }
 
+// commandTimeout bounds a power or boot-device command run under a node's
+// gate. It outlasts every allocator's own deadline (HIL's OBM calls: 60 s
+// by default; IPMI: seconds), so the allocator gives up on its own terms
+// before the gate is let go and a fence can pass.
+const commandTimeout = 90 * time.Second
+
 // shared holds node's gate in shared mode (tenant and admin commands) until
 // the returned release is called.
 func (p *PowerPlane) shared(node string) (release func()) { return p.gates.acquire(node, false) }

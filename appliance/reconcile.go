@@ -41,8 +41,9 @@ type freeLister interface {
 	ListsFreeNodes() bool
 }
 
-// ErrAllocatorLostState: the allocator does not know nodes the appliance
-// has, as when HIL restarted on an empty database.
+// ErrAllocatorLostState is returned by a drift check when the allocator
+// does not know nodes the appliance has, as when HIL restarted on an empty
+// database.
 var ErrAllocatorLostState = errors.New("the allocator does not know some of the appliance's nodes")
 
 // Reconciler brings every node to the state its leases ask for: at each
@@ -67,6 +68,11 @@ type Reconciler struct {
 	// that the audit log records a change, not every pass. Only the
 	// running pass touches it, and passes never overlap.
 	lostState string
+	// drifted is each drifted node's last reported detail, so that a node
+	// left drifted (a free node someone put in a project by hand) is
+	// audited when its drift changes, not every pass. Only the running
+	// pass touches it.
+	drifted map[string]string
 }
 
 // PassResult counts what one reconcile pass did.
@@ -238,6 +244,8 @@ func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, b
 	complete := ok && fl.ListsFreeNodes()
 	drift := 0
 	var missing []string
+	seen := map[string]string{}
+	defer func() { r.drifted = seen }()
 	for _, ns := range states {
 		if _, known := projects[ns.Node]; complete && !known {
 			missing = append(missing, ns.Node)
@@ -256,10 +264,15 @@ func (r *Reconciler) checkDrift(ctx context.Context, states []store.NodeState, b
 		}
 		drift++
 		detail := fmt.Sprintf("allocator has it in project %q, expected %q", got, want)
+		seen[ns.Node] = detail
 		var ferr error
 		if ns.Holder != "" {
 			ferr = r.fence(ctx, ns.Node)
 			detail += "; fenced from " + ns.Holder
+		} else if r.drifted[ns.Node] == detail {
+			// Already reported, and nothing to fence: say it once.
+			r.Log.Debug("node drift", "node", ns.Node, "detail", detail)
+			continue
 		}
 		r.Log.Warn("node drift", "node", ns.Node, "detail", detail)
 		r.audit(ctx, "node.drift", ns.Node, detail, ferr)

@@ -68,6 +68,11 @@ func WriteInit(spec InitSpec) (Config, error) {
 	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
 		return cfg, err
 	}
+	// It holds the proxy's keys and the tenant's token: an existing
+	// directory others can enter is made private too.
+	if err := os.Chmod(spec.Dir, 0o700); err != nil {
+		return cfg, err
+	}
 	if !spec.Force {
 		if err := InitDirFree(spec.Dir); err != nil {
 			return cfg, err

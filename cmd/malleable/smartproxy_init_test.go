@@ -24,7 +24,11 @@ import (
 func TestSmartProxyInit(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "state"))
 	d.ok(t, "tenant", "add", "acme")
+	// An existing directory others may enter is made private.
 	dir := filepath.Join(t.TempDir(), "acme-proxy")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	out := d.ok(t, "smart-proxy", "init", "--dir", dir, "--tenant", "acme", "--listen", addr,
 		"--host", "127.0.0.1", "--foreman-cn", "foreman.acme.example")
