@@ -13,12 +13,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"net/url"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +24,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/migrate"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -149,74 +147,21 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.r.PingContext(ctx)
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("migration %s: name must start with a number and '_'", e.Name())
-		}
-		body, err := fs.ReadFile(migrationFS, "migrations/"+e.Name())
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{v, e.Name(), string(body)})
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected version %d", m.name, i+1)
-		}
-	}
-	return out, nil
-}
+// schema is the store's embedded migrations.
+func schema() (migrate.Set, error) { return migrate.Load(migrationFS, "migrations", "database") }
 
 // SchemaVersion returns the schema version recorded in the database.
-func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	err := s.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
-	return v, err
-}
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) { return migrate.Version(ctx, s.w) }
 
 // migrate applies, in order and each in its own transaction, every embedded
 // migration newer than the database's user_version. Migrations only move
 // forward; a database written by a newer binary is refused.
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := migrations()
+	set, err := schema()
 	if err != nil {
 		return err
 	}
-	current, err := s.SchemaVersion(ctx)
-	if err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if current > len(ms) {
-		return fmt.Errorf("database schema version %d is newer than this binary's %d: upgrade malleable", current, len(ms))
-	}
-	for _, m := range ms[current:] {
-		err := s.write(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version))
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("apply migration %s: %w", m.name, err)
-		}
-	}
-	return nil
+	return set.Apply(ctx, s.w)
 }
 
 // write runs fn in a write transaction, committing if it returns nil.
@@ -249,8 +194,8 @@ func notFound(kind, name string) error { return fmt.Errorf("%s %q: %w", kind, na
 
 // LatestSchemaVersion is the schema version this binary migrates to.
 func LatestSchemaVersion() int {
-	ms, _ := migrations()
-	return len(ms)
+	set, _ := schema()
+	return set.Latest()
 }
 
 // scanner is a *sql.Row or *sql.Rows.

@@ -6,14 +6,13 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/malleable-cloud/malleable/appliance/migrate"
 )
 
 // openDB opens the backend's metadata database and brings its schema to
@@ -35,7 +34,7 @@ func openDB(ctx context.Context, path string) (*sql.DB, error) {
 	}
 	// One connection: metadata writes are few, and this serialises them.
 	db.SetMaxOpenConns(1)
-	if err := migrate(ctx, db); err != nil {
+	if err := applySchema(ctx, db); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -45,91 +44,28 @@ func openDB(ctx context.Context, path string) (*sql.DB, error) {
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// migrations returns the embedded migrations in order, numbered 1, 2, ...
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("migration %s: name must start with a number and '_'", e.Name())
-		}
-		body, err := fs.ReadFile(migrationFS, "migrations/"+e.Name())
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{v, e.Name(), string(body)})
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected version %d", m.name, i+1)
-		}
-	}
-	return out, nil
-}
+// schema is the metadata database's embedded migrations.
+func schema() (migrate.Set, error) { return migrate.Load(migrationFS, "migrations", "metadata") }
 
 // LatestSchemaVersion is the metadata schema version this binary migrates
 // to.
 func LatestSchemaVersion() int {
-	ms, _ := migrations()
-	return len(ms)
+	set, _ := schema()
+	return set.Latest()
 }
 
 // SchemaVersion returns the schema version recorded in the metadata
 // database.
-func (b *Backend) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	err := b.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
-	return v, err
-}
+func (b *Backend) SchemaVersion(ctx context.Context) (int, error) { return migrate.Version(ctx, b.db) }
 
-// migrate applies, in order and each in its own transaction, every
-// embedded migration newer than the database's user_version. Migrations
-// only move forward; a database written by a newer binary is refused.
-func migrate(ctx context.Context, db *sql.DB) error {
-	ms, err := migrations()
+// applySchema brings db to the latest embedded migration. Migrations only
+// move forward; a database written by a newer binary is refused.
+func applySchema(ctx context.Context, db *sql.DB) error {
+	set, err := schema()
 	if err != nil {
 		return err
 	}
-	var current int
-	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if current > len(ms) {
-		return fmt.Errorf("metadata schema version %d is newer than this binary's %d: upgrade malleable", current, len(ms))
-	}
-	for _, m := range ms[current:] {
-		if err := applyMigration(ctx, db, m); err != nil {
-			return fmt.Errorf("apply migration %s: %w", m.name, err)
-		}
-	}
-	return nil
-}
-
-func applyMigration(ctx context.Context, db *sql.DB, m migration) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return set.Apply(ctx, db)
 }
 
 func isUnique(err error) bool {
