@@ -88,6 +88,14 @@ func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocato
 	if wrap != nil {
 		alloc = wrap(embedded)
 	}
+	return wireRig(t, st, clk, alloc, embedded.BMC.(nodePower).secrets)
+}
+
+// wireRig wires a reconciler, the API and its passes over st and alloc as
+// Run does: one power plane for the broker, the admin API and the
+// handovers, the fence and activate steps behind its gate.
+func wireRig(t *testing.T, st *store.Store, clk *clock, alloc Allocator, sec secretStore) *rig {
+	t.Helper()
 	power := NewPowerPlane(alloc, 0, clk.Now)
 	rec := &Reconciler{
 		Store: st, Allocator: alloc, Log: testLogger(t), Now: clk.Now, Concurrency: 4, Power: power,
@@ -99,7 +107,7 @@ func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocato
 	}
 	const token = "admin-token-0123456789abcdef"
 	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: token, Logger: testLogger(t), Now: clk.Now,
-		Secrets: embedded.BMC.(nodePower).secrets, Allocator: alloc, Reconciler: rec, Power: power})
+		Secrets: sec, Allocator: alloc, Reconciler: rec, Power: power})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	// Passes asked for over the API run here, as in Run.

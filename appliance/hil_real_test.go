@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,28 +36,7 @@ func newHILRig(t *testing.T, start time.Time, k *hiltest.Kit) (*rig, *hil.Client
 	if err := checkAllocator(ctx, c, testLogger(t)); err != nil {
 		t.Fatalf("start-up check with HIL's admin: %v", err)
 	}
-	// Wired as Run wires it: one power plane for the broker and the
-	// handovers, the fence and activate steps behind its gate.
-	power := NewPowerPlane(c, 0, clk.Now)
-	rec := &Reconciler{
-		Store: st, Allocator: c, Log: testLogger(t), Now: clk.Now, Concurrency: 4, Power: power,
-		Machine: &lease.Machine{
-			Hardware: hardware{power}, Journal: gatedJournal{store.Journal{Store: st, Now: clk.Now}, power},
-			Project:     func(t string) string { return "malleable-" + t },
-			MaxAttempts: 2, PowerOffTimeout: 15 * time.Second, PollInterval: 100 * time.Millisecond,
-		},
-	}
-	const token = "admin-token-0123456789abcdef"
-	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: token, Logger: testLogger(t),
-		Now: clk.Now, Secrets: secrets.NewMemory(), Allocator: c, Reconciler: rec, Power: power})
-	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(srv.Close)
-	// Passes asked for over the API run here, as in Run.
-	sctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- rec.Serve(sctx) }()
-	t.Cleanup(func() { cancel(); <-served })
-	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token, power: power}, c
+	return wireRig(t, st, clk, c, secrets.NewMemory()), c
 }
 
 func (r *rig) lease(node, tenant string, start time.Time, d time.Duration) {
