@@ -16,9 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
-	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
 // Client calls one appliance's admin API.
@@ -279,8 +279,8 @@ func (c *Client) ExtendLease(ctx context.Context, id int64, end, by string) (Lea
 }
 
 // Audit returns up to limit audit entries, newest first.
-func (c *Client) Audit(ctx context.Context, limit int) ([]store.AuditEntry, error) {
-	var out []store.AuditEntry
+func (c *Client) Audit(ctx context.Context, limit int) ([]audit.Entry, error) {
+	var out []audit.Entry
 	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/audit?limit=%d", limit), nil, &out)
 }
 
@@ -321,7 +321,7 @@ func (c *Client) SetBMCPassword(ctx context.Context, node, password string) erro
 // Handover is a handover with, when fetched alone, its journal.
 type Handover struct {
 	lease.Handover
-	Journal []store.JournalEntry `json:"journal,omitempty"`
+	Journal []lease.JournalEntry `json:"journal,omitempty"`
 }
 
 // Handovers lists up to limit handovers (the server's default when 0),
