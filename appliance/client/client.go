@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -282,17 +281,6 @@ func (c *Client) ExtendLease(ctx context.Context, id int64, end, by string) (Lea
 func (c *Client) Audit(ctx context.Context, limit int) ([]audit.Entry, error) {
 	var out []audit.Entry
 	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/audit?limit=%d", limit), nil, &out)
-}
-
-// Health checks /healthz, which needs no token.
-func (c *Client) Health(ctx context.Context) error {
-	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)
-}
-
-// IsStatus reports whether err is an API answer with the given status.
-func IsStatus(err error, status int) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Status == status
 }
 
 // Power is a node's power state as the admin API reports it.
