@@ -79,21 +79,6 @@ func migrations() ([]migration, error) {
 	return out, nil
 }
 
-// LatestSchemaVersion is the metadata schema version this binary migrates
-// to.
-func LatestSchemaVersion() int {
-	ms, _ := migrations()
-	return len(ms)
-}
-
-// SchemaVersion returns the schema version recorded in the metadata
-// database.
-func (b *Backend) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	err := b.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
-	return v, err
-}
-
 // migrate applies, in order and each in its own transaction, every
 // embedded migration newer than the database's user_version. Migrations
 // only move forward; a database written by a newer binary is refused.
