@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
@@ -376,11 +377,11 @@ func (a *API) audit(r *http.Request, action, target, detail string, err error) {
 			result = "failed: " + err.Error()
 		}
 	}
-	a.record(r, store.AuditEntry{At: a.now(), Actor: actor(r.Context()), Action: action, Target: target, Detail: detail, Result: result})
+	a.record(r, audit.Entry{At: a.now(), Actor: actor(r.Context()), Action: action, Target: target, Detail: detail, Result: result})
 }
 
 // record appends e to the audit log.
-func (a *API) record(r *http.Request, e store.AuditEntry) {
+func (a *API) record(r *http.Request, e audit.Entry) {
 	// The request's context may be cancelled by the client: the audit line
 	// must be written regardless.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)

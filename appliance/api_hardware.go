@@ -200,7 +200,7 @@ func (a *API) getHandover(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, struct {
 		lease.Handover
-		Journal []store.JournalEntry `json:"journal"`
+		Journal []lease.JournalEntry `json:"journal"`
 	}{h, j})
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -947,7 +948,7 @@ func TestAPIAudit(t *testing.T) {
 		e.call(http.MethodGet, "/api/v1/leases", "") // reads are not audited
 	}
 
-	var all []store.AuditEntry
+	var all []audit.Entry
 	e.must(t, http.StatusOK, http.MethodGet, "/api/v1/audit", "", &all)
 	if len(all) != len(steps) {
 		t.Fatalf("%d audit entries, want %d: %+v", len(all), len(steps), all)
@@ -971,16 +972,16 @@ func TestAPIAudit(t *testing.T) {
 
 	pages := map[string]struct {
 		query string
-		want  []store.AuditEntry
+		want  []audit.Entry
 	}{
 		"limit":            {query: "limit=3", want: all[:3]},
 		"before":           {query: fmt.Sprintf("before=%d&limit=3", all[2].ID), want: all[3:6]},
 		"last page":        {query: fmt.Sprintf("before=%d", all[9].ID), want: all[10:]},
-		"before the first": {query: fmt.Sprintf("before=%d", all[len(all)-1].ID), want: []store.AuditEntry{}},
+		"before the first": {query: fmt.Sprintf("before=%d", all[len(all)-1].ID), want: []audit.Entry{}},
 	}
 	for name, tc := range pages {
 		t.Run(name, func(t *testing.T) {
-			var got []store.AuditEntry
+			var got []audit.Entry
 			e.must(t, http.StatusOK, http.MethodGet, "/api/v1/audit?"+tc.query, "", &got)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v\nwant %+v", got, tc.want)

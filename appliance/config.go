@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -231,165 +230,6 @@ func ParseConfig(data []byte, defaults Config) (Config, error) {
 	return cfg, nil
 }
 
-// Validate checks the values of every section, completes derived paths, and
-// reports all problems at once in a *ConfigError.
-func (c *Config) Validate() error {
-	var p []string
-	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
-
-	a := &c.Appliance
-	if !validListen(a.Listen) {
-		bad("appliance.listen", "%q is not host:port (for example %s)", a.Listen, DefaultListen)
-	}
-	if a.DataDir == "" {
-		bad("appliance.data_dir", "is required")
-	} else if err := checkPath(a.DataDir); err != nil {
-		bad("appliance.data_dir", "%v", err)
-	} else {
-		a.DataDir = absPath(a.DataDir)
-	}
-	// Derived paths are checked like given ones: a data_dir that makes a
-	// bad database path is refused now, not at start-up.
-	if a.AdminTokenFile == "" && a.DataDir != "" {
-		a.AdminTokenFile = filepath.Join(a.DataDir, "admin.token")
-	}
-	if err := checkPath(a.AdminTokenFile); err != nil || a.AdminTokenFile == "" {
-		bad("appliance.admin_token_file", "%q is not a usable file path", a.AdminTokenFile)
-	} else {
-		a.AdminTokenFile = absPath(a.AdminTokenFile)
-	}
-	if _, err := inicfg.ParseLogLevel(a.LogLevel); err != nil {
-		bad("appliance.log_level", "%v", err)
-	}
-	if a.LogFormat != "text" && a.LogFormat != "json" {
-		bad("appliance.log_format", "%q is not text or json", a.LogFormat)
-	}
-	if a.ShutdownTimeout <= 0 || a.ShutdownTimeout > 10*time.Minute {
-		bad("appliance.shutdown_timeout", "%s is not between 0s and 10m", a.ShutdownTimeout)
-	}
-
-	if c.Store.Path == "" && a.DataDir != "" {
-		c.Store.Path = filepath.Join(a.DataDir, "malleable.db")
-	}
-	if err := checkPath(c.Store.Path); err != nil || c.Store.Path == "" || strings.ContainsAny(c.Store.Path, "?#") {
-		bad("store.path", "%q is not a usable file path", c.Store.Path)
-	} else {
-		c.Store.Path = absPath(c.Store.Path)
-	}
-
-	if c.Secrets.File == "" && a.DataDir != "" {
-		c.Secrets.File = filepath.Join(a.DataDir, "secrets.enc")
-	}
-	if err := checkPath(c.Secrets.File); err != nil || c.Secrets.File == "" {
-		bad("secrets.file", "%q is not a usable file path", c.Secrets.File)
-	} else {
-		c.Secrets.File = absPath(c.Secrets.File)
-	}
-
-	rc := c.Reconcile
-	if err := checkSchedule(rc.Schedule); err != nil {
-		bad("reconcile.schedule", "%v", err)
-	}
-	if rc.Concurrency < 1 || rc.Concurrency > 256 {
-		bad("reconcile.concurrency", "%d is not 1-256", rc.Concurrency)
-	}
-	if rc.MaxAttempts < 1 || rc.MaxAttempts > 1000 {
-		bad("reconcile.max_attempts", "%d is not 1-1000", rc.MaxAttempts)
-	}
-	if rc.PowerOffTimeout < time.Second || rc.PowerOffTimeout > 30*time.Minute {
-		bad("reconcile.power_off_timeout", "%s is not between 1s and 30m", rc.PowerOffTimeout)
-	}
-
-	switch c.Allocator.Type {
-	case "embedded":
-	case "hil":
-		if err := inventory.ValidateURL("hil.endpoint", c.HIL.Endpoint); err != nil || c.HIL.Endpoint == "" {
-			bad("hil.endpoint", "%q is not an http(s) URL without credentials (required when [allocator] type = hil)", c.HIL.Endpoint)
-		}
-		if c.HIL.Timeout <= 0 || c.HIL.Timeout > 5*time.Minute {
-			bad("hil.timeout", "%s is not between 0s and 5m", c.HIL.Timeout)
-		}
-		if c.HIL.PasswordFile != "" {
-			if err := checkPath(c.HIL.PasswordFile); err != nil {
-				bad("hil.password_file", "%v", err)
-			}
-		}
-	default:
-		bad("allocator.type", "%q is not embedded or hil", c.Allocator.Type)
-	}
-	if p := c.Allocator.ProjectPrefix; len(p) > 20 || (p != "" && !projectPrefixRE.MatchString(p)) {
-		bad("allocator.project_prefix", "%q must be up to 20 characters of a-z, 0-9 and '-'", p)
-	}
-	if c.BMC.Timeout < 100*time.Millisecond || c.BMC.Timeout > time.Minute {
-		bad("bmc.timeout", "%s is not between 100ms and 1m", c.BMC.Timeout)
-	}
-	if c.BMC.Retries < 0 || c.BMC.Retries > 10 {
-		bad("bmc.retries", "%d is not 0-10", c.BMC.Retries)
-	}
-	if c.Broker.StatusCacheTTL < 0 || c.Broker.StatusCacheTTL > 10*time.Minute {
-		bad("broker.status_cache_ttl", "%s is not between 0s and 10m", c.Broker.StatusCacheTTL)
-	}
-	if p, err := netip.ParsePrefix(c.Nodes.TenantBMCRange); err != nil || inventory.ValidateTenantBMCRange("nodes.tenant_bmc_range", p) != nil {
-		bad("nodes.tenant_bmc_range", "%q is not an IPv4 network from /8 to /30 without host bits, such as 198.18.0.0/15", c.Nodes.TenantBMCRange)
-	}
-
-	m := &c.M2
-	if m.Dir == "" && a.DataDir != "" {
-		m.Dir = filepath.Join(a.DataDir, "m2")
-	}
-	if err := checkPath(m.Dir); err != nil || m.Dir == "" || strings.ContainsAny(m.Dir, "?#") {
-		bad("m2.dir", "%q is not a usable directory path", m.Dir)
-	} else {
-		m.Dir = absPath(m.Dir)
-	}
-	if !validListen(m.Listen) {
-		bad("m2.listen", "%q is not host:port", m.Listen)
-	}
-	if !iqnPrefixRE.MatchString(m.IQNPrefix) || len(m.IQNPrefix) > 100 {
-		bad("m2.iqn_prefix", "%q is not iqn.<yyyy-mm>.<reversed domain>, such as iqn.2026-11.org.example", m.IQNPrefix)
-	}
-	if !validListen(m.Portal) || strings.HasSuffix(m.Portal, ":0") {
-		bad("m2.portal", "%q is not host:port with a port", m.Portal)
-	}
-	if m.BootPortal != "" && (!validListen(m.BootPortal) || strings.HasSuffix(m.BootPortal, ":0")) {
-		bad("m2.boot_portal", "%q is not host:port with a port", m.BootPortal)
-	}
-	if m.Tgtd != "supervise" && m.Tgtd != "external" {
-		bad("m2.tgtd", "%q is not supervise or external", m.Tgtd)
-	}
-	if m.TgtdControlPort < 0 || m.TgtdControlPort > 32767 {
-		bad("m2.tgtd_control_port", "%d is not 0-32767", m.TgtdControlPort)
-	}
-	if m.TransferTimeout < time.Second || m.TransferTimeout > 24*time.Hour {
-		bad("m2.transfer_timeout", "%s is not between 1s and 24h", m.TransferTimeout)
-	}
-	if m.OperationTimeout < time.Second || m.OperationTimeout > 24*time.Hour {
-		bad("m2.operation_timeout", "%s is not between 1s and 24h", m.OperationTimeout)
-	}
-
-	l := c.Leases
-	if l.MinDuration < time.Second {
-		bad("leases.min_duration", "%s is shorter than 1s", l.MinDuration)
-	}
-	if l.MaxDuration < l.MinDuration {
-		bad("leases.max_duration", "%s is shorter than leases.min_duration %s", l.MaxDuration, l.MinDuration)
-	}
-	if l.DefaultDuration < l.MinDuration || l.DefaultDuration > l.MaxDuration {
-		bad("leases.default_duration", "%s is not between leases.min_duration and leases.max_duration", l.DefaultDuration)
-	}
-	if l.MaxAdvance <= 0 {
-		bad("leases.max_advance", "%s must be positive", l.MaxAdvance)
-	}
-	if len(p) > 0 {
-		return &ConfigError{Problems: p}
-	}
-	return nil
-}
-
-var projectPrefixRE = regexp.MustCompile(`^[a-z0-9-]+$`)
-
-var iqnPrefixRE = regexp.MustCompile(`^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$`)
-
 // checkSchedule checks a cron spec the way the reconciler will parse it.
 // The cron parser panics on some malformed specs, so it runs under recover.
 func checkSchedule(spec string) (err error) {
@@ -411,13 +251,21 @@ func checkSchedule(spec string) (err error) {
 // @every 15s and @hourly.
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
+// derivedPath is a path that defaults to a file in the data directory, and
+// the check a value of it must pass.
+type derivedPath struct {
+	p      *string
+	name   string
+	usable func(string) bool
+}
+
 // derivedPaths are the paths that default to a file in the data directory.
-func (c *Config) derivedPaths() map[*string]string {
-	return map[*string]string{
-		&c.Appliance.AdminTokenFile: "admin.token",
-		&c.Store.Path:               "malleable.db",
-		&c.Secrets.File:             "secrets.enc",
-		&c.M2.Dir:                   "m2",
+func (c *Config) derivedPaths() []derivedPath {
+	return []derivedPath{
+		{&c.Appliance.AdminTokenFile, "admin.token", usablePath},
+		{&c.Store.Path, "malleable.db", usableDBPath},
+		{&c.Secrets.File, "secrets.enc", usablePath},
+		{&c.M2.Dir, "m2", usableDBPath},
 	}
 }
 
@@ -425,9 +273,9 @@ func (c *Config) derivedPaths() map[*string]string {
 // was derived from the old one; paths set explicitly stay as they are.
 // Call Validate afterwards.
 func (c *Config) SetDataDir(dir string) {
-	for p, name := range c.derivedPaths() {
-		if *p == filepath.Join(c.Appliance.DataDir, name) {
-			*p = ""
+	for _, d := range c.derivedPaths() {
+		if *d.p == filepath.Join(c.Appliance.DataDir, d.name) {
+			*d.p = ""
 		}
 	}
 	c.Appliance.DataDir = dir

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/storage"
@@ -211,7 +212,7 @@ func (a *API) auditM2(r *http.Request, rec server.AuditRecord) {
 	default:
 		result = fmt.Sprintf("refused (%d): %v", rec.Status, rec.Err)
 	}
-	a.record(r, store.AuditEntry{At: a.now(), Actor: actor(r.Context()), Action: rec.Action, Target: rec.Target,
+	a.record(r, audit.Entry{At: a.now(), Actor: actor(r.Context()), Action: rec.Action, Target: rec.Target,
 		Detail: rec.Detail, Result: result})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -293,7 +294,7 @@ func (r *Reconciler) lostStateError(ctx context.Context, missing []string, total
 		"(restarted on an empty database?): register them in HIL again under the same names, free, with their OBMs "+
 		"in OBMd; until then their power is refused and they are not fenced", ErrAllocatorLostState, len(missing), total, list)
 	if changed {
-		e := store.AuditEntry{At: r.Now(), Actor: "reconciler", Action: "allocator.lost_state", Target: "allocator",
+		e := audit.Entry{At: r.Now(), Actor: "reconciler", Action: "allocator.lost_state", Target: "allocator",
 			Detail: fmt.Sprintf("nodes unknown to HIL: %s", list), Result: "failed: " + err.Error()}
 		if _, aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
 			r.Log.Error("audit log write failed", "action", e.Action, "err", aerr)
@@ -319,7 +320,7 @@ func (r *Reconciler) audit(ctx context.Context, action, node, detail string, err
 }
 
 func (r *Reconciler) auditResult(ctx context.Context, action, node, detail, result string) {
-	e := store.AuditEntry{At: r.Now(), Actor: "reconciler", Action: action, Target: "node/" + node, Detail: detail, Result: result}
+	e := audit.Entry{At: r.Now(), Actor: "reconciler", Action: action, Target: "node/" + node, Detail: detail, Result: result}
 	if _, aerr := r.Store.AppendAudit(context.WithoutCancel(ctx), e); aerr != nil {
 		r.Log.Error("audit log write failed", "action", action, "node", node, "err", aerr)
 	}

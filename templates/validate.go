@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/malleable-cloud/malleable/appliance/iqn"
+	"github.com/malleable-cloud/malleable/templates/iqn"
 )
 
 // Limits on field lengths. An iSCSI name is at most 223 bytes (RFC 7143

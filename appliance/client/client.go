@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,9 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
-	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
 // Client calls one appliance's admin API.
@@ -279,20 +278,9 @@ func (c *Client) ExtendLease(ctx context.Context, id int64, end, by string) (Lea
 }
 
 // Audit returns up to limit audit entries, newest first.
-func (c *Client) Audit(ctx context.Context, limit int) ([]store.AuditEntry, error) {
-	var out []store.AuditEntry
+func (c *Client) Audit(ctx context.Context, limit int) ([]audit.Entry, error) {
+	var out []audit.Entry
 	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/audit?limit=%d", limit), nil, &out)
-}
-
-// Health checks /healthz, which needs no token.
-func (c *Client) Health(ctx context.Context) error {
-	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)
-}
-
-// IsStatus reports whether err is an API answer with the given status.
-func IsStatus(err error, status int) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Status == status
 }
 
 // Power is a node's power state as the admin API reports it.
@@ -321,7 +309,7 @@ func (c *Client) SetBMCPassword(ctx context.Context, node, password string) erro
 // Handover is a handover with, when fetched alone, its journal.
 type Handover struct {
 	lease.Handover
-	Journal []store.JournalEntry `json:"journal,omitempty"`
+	Journal []lease.JournalEntry `json:"journal,omitempty"`
 }
 
 // Handovers lists up to limit handovers (the server's default when 0),

@@ -152,9 +152,6 @@ func (t *Tgtd) Portal() netip.AddrPort { return t.portal }
 // ControlPort returns tgtd's control port.
 func (t *Tgtd) ControlPort() int { return t.port }
 
-// Pid returns tgtd's process ID.
-func (t *Tgtd) Pid() int { return t.cmd.Process.Pid }
-
 // Done is closed when tgtd has exited, by Stop or otherwise; Err then tells
 // why. A supervisor restarts tgtd and calls Driver.Reconcile.
 func (t *Tgtd) Done() <-chan struct{} { return t.done }

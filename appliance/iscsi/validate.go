@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/malleable-cloud/malleable/appliance/iqn"
+	"github.com/malleable-cloud/malleable/templates/iqn"
 )
 
 // Limits of the values that reach tgtadm.

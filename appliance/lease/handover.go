@@ -260,3 +260,11 @@ func (m *Machine) powerOff(ctx context.Context, node string) (string, error) {
 		}
 	}
 }
+
+// JournalEntry is one line of a handover's journal.
+type JournalEntry struct {
+	Step   Step      `json:"step"`
+	Phase  string    `json:"phase"`
+	At     time.Time `json:"at"`
+	Detail string    `json:"detail,omitempty"`
+}

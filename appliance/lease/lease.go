@@ -56,13 +56,6 @@ func (l Lease) StateAt(now time.Time) State {
 	}
 }
 
-// Overlaps reports whether l and the interval [start, end) share an instant.
-// Touching intervals (one ends when the next starts) do not overlap, and a
-// cancelled lease overlaps nothing.
-func (l Lease) Overlaps(start, end time.Time) bool {
-	return !l.Cancelled && l.Start.Before(end) && start.Before(l.End)
-}
-
 // Limits bounds the leases an admin may create.
 type Limits struct {
 	MinDuration     time.Duration // shortest lease

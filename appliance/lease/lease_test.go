@@ -66,40 +66,6 @@ func TestStateAt(t *testing.T) {
 	}
 }
 
-func TestOverlaps(t *testing.T) {
-	h := func(n int) time.Time { return now.Add(time.Duration(n) * time.Hour) }
-	l := lease.Lease{Start: h(2), End: h(4)} // [2h, 4h)
-	cancelled := l
-	cancelled.Cancelled = true
-
-	tests := map[string]struct {
-		lease      lease.Lease
-		start, end time.Time
-		want       bool
-	}{
-		"identical":                 {l, h(2), h(4), true},
-		"contains it":               {l, h(1), h(5), true},
-		"inside it":                 {l, h(2).Add(time.Minute), h(3), true},
-		"overlaps its start":        {l, h(1), h(3), true},
-		"overlaps its end":          {l, h(3), h(5), true},
-		"shares only a nanosecond":  {l, h(4).Add(-time.Nanosecond), h(5), true},
-		"touches its start":         {l, h(1), h(2), false},
-		"touches its end":           {l, h(4), h(5), false},
-		"entirely before":           {l, h(0), h(1), false},
-		"entirely after":            {l, h(5), h(6), false},
-		"cancelled, identical":      {cancelled, h(2), h(4), false},
-		"cancelled, containing it":  {cancelled, h(0), h(6), false},
-		"cancelled, overlaps start": {cancelled, h(1), h(3), false},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			if got := tc.lease.Overlaps(tc.start, tc.end); got != tc.want {
-				t.Errorf("Overlaps(%s, %s) = %v, want %v", tc.start, tc.end, got, tc.want)
-			}
-		})
-	}
-}
-
 func TestDefaultLimits(t *testing.T) {
 	lim := lease.DefaultLimits()
 	if !(lim.MinDuration > 0 && lim.MinDuration <= lim.DefaultDuration && lim.DefaultDuration <= lim.MaxDuration) {

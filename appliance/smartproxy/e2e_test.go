@@ -221,7 +221,7 @@ func newTenantProxy(t testing.TB, a *applianceRig, tenant string, log *slog.Logg
 	}
 	h := &harness{t: t, cfg: cfg, srv: srv, ca: ca}
 	h.ts = httptest.NewUnstartedServer(srv.Handler())
-	h.ts.TLS = srv.TLSConfig()
+	h.ts.TLS = srv.tls
 	h.ts.StartTLS()
 	t.Cleanup(h.ts.Close)
 	h.foreman = h.client(ca.clientCert(t, foremanCN))
@@ -404,7 +404,7 @@ func TestEndToEndCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.h.ts = httptest.NewUnstartedServer(srv.Handler())
-	p.h.ts.TLS = srv.TLSConfig()
+	p.h.ts.TLS = srv.tls
 	p.h.ts.StartTLS()
 	t.Cleanup(p.h.ts.Close)
 	s, b := p.foreman("GET", "/bmc/198.18.0.5/chassis/power/status", "")

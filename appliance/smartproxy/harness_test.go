@@ -88,7 +88,7 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	}
 	h.srv = srv
 	h.ts = httptest.NewUnstartedServer(srv.Handler())
-	h.ts.TLS = srv.TLSConfig()
+	h.ts.TLS = srv.tls
 	h.ts.StartTLS()
 	t.Cleanup(h.ts.Close)
 	h.foreman = h.client(ca.clientCert(t, foremanCN))

@@ -15,7 +15,7 @@ func TestRequestLog(t *testing.T) {
 	var logs syncBuffer
 	h.srv.log = slog.New(slog.NewTextHandler(&logs, nil)) // info, as configured by default
 	ts := httptest.NewUnstartedServer(h.srv.Handler())
-	ts.TLS = h.srv.TLSConfig()
+	ts.TLS = h.srv.tls
 	ts.StartTLS()
 	defer ts.Close()
 

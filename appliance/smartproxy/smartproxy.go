@@ -95,10 +95,6 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// TLSConfig returns the HTTPS listener's TLS configuration (nil without
-// https_listen); tests serve Handler with it.
-func (s *Server) TLSConfig() *tls.Config { return s.tls }
-
 // Handler serves every route: the one for the HTTPS and HTTP listeners.
 func (s *Server) Handler() http.Handler { return s.logged(http.HandlerFunc(s.route)) }
 

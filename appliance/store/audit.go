@@ -3,22 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
-	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/audit"
 )
 
-// AuditEntry is one line of the append-only audit log.
-type AuditEntry struct {
-	ID     int64     `json:"id"`
-	At     time.Time `json:"at"`
-	Actor  string    `json:"actor"`
-	Action string    `json:"action"`
-	Target string    `json:"target"`
-	Detail string    `json:"detail,omitempty"`
-	Result string    `json:"result"`
-}
-
 // AppendAudit adds e to the audit log and returns it with its ID.
-func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
+func (s *Store) AppendAudit(ctx context.Context, e audit.Entry) (audit.Entry, error) {
 	e.At = fromMS(ms(e.At))
 	res, err := s.w.ExecContext(ctx,
 		`INSERT INTO audit (at, actor, action, target, detail, result) VALUES (?, ?, ?, ?, ?, ?)`,
@@ -32,7 +22,7 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, erro
 
 // ListAudit returns up to limit entries (100 if limit is not positive) with
 // IDs below before (0 for the newest), newest first.
-func (s *Store) ListAudit(ctx context.Context, before int64, limit int) ([]AuditEntry, error) {
+func (s *Store) ListAudit(ctx context.Context, before int64, limit int) ([]audit.Entry, error) {
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
@@ -46,9 +36,9 @@ func (s *Store) ListAudit(ctx context.Context, before int64, limit int) ([]Audit
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
 	defer rows.Close()
-	out := []AuditEntry{}
+	out := []audit.Entry{}
 	for rows.Next() {
-		var e AuditEntry
+		var e audit.Entry
 		var at int64
 		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Target, &e.Detail, &e.Result); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)

@@ -96,24 +96,16 @@ func (s *Store) ListHandovers(ctx context.Context, f HandoverFilter) ([]lease.Ha
 	return collect(ctx, s, "list handovers", scanHandover, q, args...)
 }
 
-// JournalEntry is one line of a handover's journal.
-type JournalEntry struct {
-	Step   lease.Step `json:"step"`
-	Phase  string     `json:"phase"`
-	At     time.Time  `json:"at"`
-	Detail string     `json:"detail,omitempty"`
-}
-
 // HandoverJournal returns handover id's journal, oldest first.
-func (s *Store) HandoverJournal(ctx context.Context, id int64) ([]JournalEntry, error) {
+func (s *Store) HandoverJournal(ctx context.Context, id int64) ([]lease.JournalEntry, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT step, phase, at, detail FROM handover_journal WHERE handover_id = ? ORDER BY id`, id)
 	if err != nil {
 		return nil, fmt.Errorf("handover %d journal: %w", id, err)
 	}
 	defer rows.Close()
-	out := []JournalEntry{}
+	out := []lease.JournalEntry{}
 	for rows.Next() {
-		var e JournalEntry
+		var e lease.JournalEntry
 		var at int64
 		if err := rows.Scan(&e.Step, &e.Phase, &at, &e.Detail); err != nil {
 			return nil, err

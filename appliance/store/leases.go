@@ -186,14 +186,9 @@ func (s *Store) CancelLease(ctx context.Context, id int64, now time.Time) (lease
 	return out, nil
 }
 
-// ExtendLease moves the end of lease id to end, checking lim and the node's
-// other leases in the same write transaction.
-func (s *Store) ExtendLease(ctx context.Context, id int64, end time.Time, lim lease.Limits, now time.Time) (lease.Lease, error) {
-	return s.ExtendLeaseFunc(ctx, id, func(time.Time) time.Time { return end }, lim, now)
-}
-
-// ExtendLeaseFunc is ExtendLease with the new end computed from the
-// current one inside the write transaction, so that concurrent relative
+// ExtendLeaseFunc moves the end of lease id to newEnd(its current end),
+// checking lim and the node's other leases in the same write transaction;
+// the new end is computed inside that transaction, so that concurrent relative
 // extensions ("24 hours more") add up instead of colliding.
 func (s *Store) ExtendLeaseFunc(ctx context.Context, id int64, newEnd func(cur time.Time) time.Time, lim lease.Limits, now time.Time) (lease.Lease, error) {
 	var out lease.Lease

@@ -225,7 +225,7 @@ func TestExtendLease(t *testing.T) {
 				id = existing[tc.lease].ID
 			}
 
-			got, err := s.ExtendLease(ctx, id, tc.end, lease.DefaultLimits(), now)
+			got, err := s.ExtendLeaseFunc(ctx, id, func(time.Time) time.Time { return tc.end }, lease.DefaultLimits(), now)
 
 			switch {
 			case tc.conflictWith >= 0:

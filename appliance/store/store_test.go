@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -262,7 +263,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, action := range []string{"tenant.create", "node.create", "lease.create"} {
-		if _, err := s.AppendAudit(ctx, store.AuditEntry{At: now.Add(time.Duration(i) * time.Second),
+		if _, err := s.AppendAudit(ctx, audit.Entry{At: now.Add(time.Duration(i) * time.Second),
 			Actor: "admin", Action: action, Target: "x", Result: "ok"}); err != nil {
 			t.Fatal(err)
 		}
@@ -272,7 +273,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 		Tenants []inventory.Tenant
 		Nodes   []inventory.Node
 		Leases  []lease.Lease
-		Audit   []store.AuditEntry
+		Audit   []audit.Entry
 	}
 	take := func(s *store.Store) snapshot {
 		t.Helper()
@@ -435,9 +436,9 @@ func TestGetMissing(t *testing.T) {
 func TestAudit(t *testing.T) {
 	ctx := context.Background()
 	s, path := newStore(t)
-	var entries []store.AuditEntry // entries[i] is the (i+1)th appended
+	var entries []audit.Entry // entries[i] is the (i+1)th appended
 	for i := range 5 {
-		e, err := s.AppendAudit(ctx, store.AuditEntry{
+		e, err := s.AppendAudit(ctx, audit.Entry{
 			At:    now.Add(time.Duration(i)*time.Minute + 1500*time.Microsecond),
 			Actor: "admin", Action: "lease.create", Target: fmt.Sprintf("n%d", i),
 			Detail: "from the CLI", Result: "ok",
@@ -474,7 +475,7 @@ func TestAudit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []store.AuditEntry{}
+			want := []audit.Entry{}
 			for _, n := range tc.want {
 				want = append(want, entries[n-1])
 			}

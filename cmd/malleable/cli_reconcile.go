@@ -188,10 +188,11 @@ func watch(ctx context.Context, c *client.Client, pr *progress, p client.Pass) (
 		}
 		wait = min(2*wait, pollEvery)
 		np, err := getPass(ctx, c, p.ID)
+		var ae *client.Error
 		switch {
 		case err == nil:
 			p, failures = np, 0
-		case client.IsStatus(err, http.StatusNotFound):
+		case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
 			return p, fmt.Errorf("pass %d is no longer known to the appliance (restarted?): see malleable lease handovers --open", p.ID)
 		case errors.Is(err, syscall.ECONNREFUSED):
 			// The appliance is gone, and its passes with it.

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,5 +59,29 @@ func TestProgressReport(t *testing.T) {
 	other.report(p)
 	if b.Len() != 0 {
 		t.Errorf("following handover 8 printed %q", b.String())
+	}
+}
+
+// TestWatchForgottenPass: a pass the appliance no longer knows (404, as
+// after a restart) ends the watch at once with what to do, instead of being
+// retried as a transient failure.
+func TestWatchForgottenPass(t *testing.T) {
+	var polls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		polls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error":"no reconcile pass 4"}`))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b strings.Builder
+	_, err := watch(ctx, client.New(srv.URL, "t"), newProgress(&b, 0), client.Pass{ID: 4, State: client.PassRunning})
+	if err == nil || !strings.Contains(err.Error(), "pass 4 is no longer known to the appliance") {
+		t.Fatalf("watch: %v", err)
+	}
+	if n := polls.Load(); n != 1 {
+		t.Errorf("%d polls, want 1: a 404 is final", n)
 	}
 }

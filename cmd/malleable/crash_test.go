@@ -7,15 +7,41 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
+
+// crashEnv names the point at which a crashtest binary kills itself.
+const crashEnv = "MALLEABLE_TEST_CRASH_AT"
+
+// crashBinary returns the malleable executable with its fault-injection
+// hook (-tags crashtest), built beside the normal one once per test process.
+func crashBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := buildCrashBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+var buildCrashBinary = sync.OnceValues(func() (string, error) {
+	bin := binary + "-crashtest"
+	build := exec.Command("go", "build", "-tags", "crashtest", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build -tags crashtest: %w\n%s", err, out)
+	}
+	return bin, nil
+})
 
 // crashPoints are every handover step boundary the appliance can die at.
 func crashPoints() []string {
@@ -46,6 +72,7 @@ func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		iterations = 10
 	}
+	crashBin := crashBinary(t)
 	sim := bmctest.Start(t, bmctest.Options{})
 	dir := t.TempDir()
 	data := filepath.Join(dir, "state")
@@ -85,7 +112,7 @@ func TestCrashSafety(t *testing.T) {
 		d.stop(t)
 
 		// Arm the fault, end the holder's lease and start the next one.
-		d = startDaemonEnv(t, data, []string{"MALLEABLE_TEST_CRASH_AT=" + point}, serveArgs...)
+		d = startDaemonEnv(t, crashBin, data, []string{crashEnv + "=" + point}, serveArgs...)
 		d.ok(t, "lease", "cancel", leaseID)
 		d.ok(t, "lease", "add", "--node", "node-1", "--tenant", next, "--duration", "24h")
 		mark := len(sim.Commands())
@@ -210,5 +237,23 @@ func waitSimPower(t *testing.T, s *bmctest.Sim, on bool) {
 			t.Fatalf("BMC power did not become %v", on)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestProductionBinaryHasNoFaultInjection proves the fault-injection hook is
+// compiled only into binaries built with -tags crashtest: the normal binary
+// does not even contain the name of the variable that arms it.
+func TestProductionBinaryHasNoFaultInjection(t *testing.T) {
+	for _, c := range []struct {
+		bin  string
+		want bool
+	}{{binary, false}, {crashBinary(t), true}} {
+		b, err := os.ReadFile(c.bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(b, []byte(crashEnv)); got != c.want {
+			t.Errorf("%s contains %s: %v, want %v", c.bin, crashEnv, got, c.want)
+		}
 	}
 }

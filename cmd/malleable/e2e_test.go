@@ -53,11 +53,12 @@ type daemon struct {
 // and waits until it announces its address.
 func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
-	return startDaemonEnv(t, dataDir, nil, extra...)
+	return startDaemonEnv(t, binary, dataDir, nil, extra...)
 }
 
-// startDaemonEnv is startDaemon with extra environment variables.
-func startDaemonEnv(t *testing.T, dataDir string, env []string, extra ...string) *daemon {
+// startDaemonEnv is startDaemon with another executable (bin) and extra
+// environment variables.
+func startDaemonEnv(t *testing.T, bin, dataDir string, env []string, extra ...string) *daemon {
 	t.Helper()
 	if !slices.Contains(extra, "--config") {
 		// No M2 unless a test asks for it: its tgtd would take the
@@ -67,7 +68,7 @@ func startDaemonEnv(t *testing.T, dataDir string, env []string, extra ...string)
 		extra = append(extra, "--config", cfg)
 	}
 	args := append([]string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, extra...)
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

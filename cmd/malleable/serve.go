@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"syscall"
 
 	"github.com/malleable-cloud/malleable/appliance"
 	"github.com/malleable-cloud/malleable/appliance/inicfg"
@@ -111,17 +110,7 @@ func cmdServe(ctx context.Context, e env, args []string) error {
 	opts := appliance.RunOptions{Ready: func(addr string) {
 		fmt.Fprintf(e.stderr, "malleable: admin API on http://%s, token in %s\n", addr, cfg.Appliance.AdminTokenFile)
 	}}
-	if point := e.getenv("MALLEABLE_TEST_CRASH_AT"); point != "" {
-		// Fault injection for the crash-safety tests only: die without any
-		// cleanup at the named handover step boundary.
-		log.Warn("fault injection armed: the process will kill itself", "point", point)
-		opts.Hook = func(p string) {
-			if p == point {
-				fmt.Fprintf(e.stderr, "malleable: fault injection: SIGKILL at %s\n", p)
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			}
-		}
-	}
+	opts.Hook = faultInjection(e, log)
 	return appliance.Run(ctx, cfg, log, opts)
 }
 

@@ -47,17 +47,6 @@ var migrationFS embed.FS
 // schema is the metadata database's embedded migrations.
 func schema() (migrate.Set, error) { return migrate.Load(migrationFS, "migrations", "metadata") }
 
-// LatestSchemaVersion is the metadata schema version this binary migrates
-// to.
-func LatestSchemaVersion() int {
-	set, _ := schema()
-	return set.Latest()
-}
-
-// SchemaVersion returns the schema version recorded in the metadata
-// database.
-func (b *Backend) SchemaVersion(ctx context.Context) (int, error) { return migrate.Version(ctx, b.db) }
-
 // applySchema brings db to the latest embedded migration. Migrations only
 // move forward; a database written by a newer binary is refused.
 func applySchema(ctx context.Context, db *sql.DB) error {
