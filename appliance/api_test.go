@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/api"
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
 	"github.com/malleable-cloud/malleable/appliance/audit"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -54,7 +57,7 @@ func (c *testClock) Set(t time.Time) {
 // apiEnv is an API over a fresh SQLite store, served through its real
 // handler (authentication, cross-origin protection and router).
 type apiEnv struct {
-	api   *API
+	api   *api.API
 	h     http.Handler
 	clock *testClock
 }
@@ -67,8 +70,8 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	}
 	t.Cleanup(func() { st.Close() })
 	clk := &testClock{now: testNow()}
-	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: testToken, Now: clk.Now})
-	return &apiEnv{api: api, h: api.Handler(), clock: clk}
+	p := Parts{Store: st, Limits: lease.DefaultLimits(), Token: testToken, Now: clk.Now}
+	return &apiEnv{api: api.New(api.Config{Store: st, Limits: lease.DefaultLimits(), Token: testToken, Now: clk.Now}), h: p.Handler(), clock: clk}
 }
 
 // apiReq returns an authenticated request; a body is declared as JSON.
@@ -120,9 +123,9 @@ func (r apiReply) decode(t *testing.T, out any) {
 
 // apiError is the JSON body of every error answer.
 type apiError struct {
-	Error    string     `json:"error"`
-	Fields   []string   `json:"fields"`
-	Conflict *leaseView `json:"conflict"`
+	Error    string      `json:"error"`
+	Fields   []string    `json:"fields"`
+	Conflict *wire.Lease `json:"conflict"`
 }
 
 // checkError asserts a JSON error answer with status, a message containing
@@ -147,9 +150,9 @@ func checkError(t *testing.T, r apiReply, status int, sub string, fields []strin
 }
 
 // createLease leases node to tenant over [t0+from, t0+to) and returns it.
-func (e *apiEnv) createLease(t *testing.T, node, tenant string, from, to time.Duration) leaseView {
+func (e *apiEnv) createLease(t *testing.T, node, tenant string, from, to time.Duration) wire.Lease {
 	t.Helper()
-	var l leaseView
+	var l wire.Lease
 	e.must(t, http.StatusCreated, http.MethodPost, "/api/v1/leases",
 		fmt.Sprintf(`{"node":%q,"tenant":%q,"start":%q,"end":%q}`, node, tenant, at(from), at(to)), &l)
 	return l
@@ -290,7 +293,7 @@ func TestAPIEmptyTokenRefusesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	h := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Now: testNow}).Handler()
+	h := Parts{Store: st, Limits: lease.DefaultLimits(), Now: testNow}.Handler()
 	for name, header := range map[string]string{"empty bearer": "Bearer ", "no header": "", "some token": "Bearer x"} {
 		t.Run(name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/api/v1/nodes", nil)
@@ -341,7 +344,7 @@ func TestAPICrossOriginProtection(t *testing.T) {
 
 // tooBig is a JSON object just over the API's body limit.
 func tooBig() string {
-	return `{"name":"n9","description":"` + strings.Repeat("a", maxBodyBytes) + `"}`
+	return `{"name":"n9","description":"` + strings.Repeat("a", httpx.DefaultBodyLimit) + `"}`
 }
 
 func TestAPICreateNode(t *testing.T) {
@@ -625,7 +628,7 @@ func TestAPICreateLease(t *testing.T) {
 		"unknown field":        {body: `{"node":"n1","tenant":"t1","owner":"x"}`, status: 400, errSub: `unknown field "owner"`},
 		"malformed JSON":       {body: `{"node":"n1",}`, status: 400, errSub: "malformed JSON"},
 		"text/plain":           {body: `{"node":"n1","tenant":"t1"}`, contentType: "text/plain", status: 415, errSub: "application/json"},
-		"body over 1 MiB":      {body: `{"node":"n1","tenant":"` + strings.Repeat("t", maxBodyBytes) + `"}`, status: 413, errSub: "larger than"},
+		"body over 1 MiB":      {body: `{"node":"n1","tenant":"` + strings.Repeat("t", httpx.DefaultBodyLimit) + `"}`, status: 413, errSub: "larger than"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -646,13 +649,13 @@ func TestAPICreateLease(t *testing.T) {
 			if rep.status != http.StatusCreated {
 				t.Fatalf("got %d, want 201: %s", rep.status, rep.body)
 			}
-			var got, stored leaseView
+			var got, stored wire.Lease
 			rep.decode(t, &got)
 			if loc := rep.header.Get("Location"); loc != fmt.Sprintf("/api/v1/leases/%d", got.ID) {
 				t.Errorf("Location %q for lease %d", loc, got.ID)
 			}
 			e.must(t, http.StatusOK, http.MethodGet, fmt.Sprintf("/api/v1/leases/%d", got.ID), "", &stored)
-			for _, l := range []leaseView{got, stored} {
+			for _, l := range []wire.Lease{got, stored} {
 				if !l.Start.Equal(t0().Add(tc.start)) || !l.End.Equal(t0().Add(tc.end)) {
 					t.Errorf("lease [%s, %s), want [%s, %s)", l.Start, l.End, t0().Add(tc.start), t0().Add(tc.end))
 				}
@@ -666,7 +669,7 @@ func TestAPICreateLease(t *testing.T) {
 
 func TestAPILeaseConflictNamesTheExistingLease(t *testing.T) {
 	e := leaseFixture(t)
-	var existing leaseView
+	var existing wire.Lease
 	e.must(t, http.StatusOK, http.MethodGet, "/api/v1/leases/1", "", &existing)
 	rep := e.call(http.MethodPost, "/api/v1/leases", `{"node":"n2","tenant":"t1","start":"`+at(47*time.Hour)+`","duration":"2h"}`)
 	ce := checkError(t, rep, http.StatusConflict, "lease 1", nil)
@@ -741,7 +744,7 @@ func TestAPIListLeases(t *testing.T) {
 			if rep.status != http.StatusOK {
 				t.Fatalf("got %d: %s", rep.status, rep.body)
 			}
-			var ls []leaseView
+			var ls []wire.Lease
 			rep.decode(t, &ls)
 			ids := []int64{}
 			for _, l := range ls {
@@ -785,7 +788,7 @@ func TestAPIGetLease(t *testing.T) {
 				checkError(t, rep, tc.status, tc.errSub, nil)
 				return
 			}
-			var l leaseView
+			var l wire.Lease
 			rep.decode(t, &l)
 			if rep.status != http.StatusOK || l.ID != 1 || l.State != tc.state {
 				t.Errorf("got %d %+v, want lease 1 %s", rep.status, l, tc.state)
@@ -838,10 +841,10 @@ func TestAPICancelLease(t *testing.T) {
 				}
 				return
 			}
-			var got, stored leaseView
+			var got, stored wire.Lease
 			rep.decode(t, &got)
 			e.must(t, http.StatusOK, http.MethodGet, strings.TrimSuffix(tc.path, "/cancel"), "", &stored)
-			for _, l := range []leaseView{got, stored} {
+			for _, l := range []wire.Lease{got, stored} {
 				if rep.status != http.StatusOK || l.State != tc.state || l.Cancelled != (tc.state == lease.Cancelled) {
 					t.Errorf("got %d %+v, want state %s", rep.status, l, tc.state)
 				}
@@ -907,10 +910,10 @@ func TestAPIExtendLease(t *testing.T) {
 				}
 				return
 			}
-			var got, stored leaseView
+			var got, stored wire.Lease
 			rep.decode(t, &got)
 			e.must(t, http.StatusOK, http.MethodGet, "/api/v1/leases/"+tc.id, "", &stored)
-			for _, l := range []leaseView{got, stored} {
+			for _, l := range []wire.Lease{got, stored} {
 				if rep.status != http.StatusOK || !l.End.Equal(t0().Add(tc.end)) {
 					t.Errorf("got %d, end %s, want %s", rep.status, l.End, t0().Add(tc.end))
 				}
@@ -1058,7 +1061,7 @@ func TestAPIConcurrentOverlappingLeases(t *testing.T) {
 	if counts[http.StatusCreated] != 1 || counts[http.StatusConflict] != clients-1 {
 		t.Fatalf("statuses %v, want one 201 and %d 409s", counts, clients-1)
 	}
-	var ls []leaseView
+	var ls []wire.Lease
 	e.must(t, http.StatusOK, http.MethodGet, "/api/v1/leases?node=n1", "", &ls)
 	if len(ls) != 1 {
 		t.Fatalf("%d leases of n1 stored, want 1: %+v", len(ls), ls)

@@ -22,13 +22,71 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/malleable-cloud/malleable/appliance/api"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
+	"github.com/malleable-cloud/malleable/appliance/broker"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
+
+// Parts are what the appliance's listener serves: the admin API, the
+// tenants' broker and the M2 API, each with its own authentication.
+type Parts struct {
+	Store *store.Store
+	// Token is the admin bearer token.
+	Token  string
+	Limits lease.Limits
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Registry is served on /metrics; a new one when nil.
+	Registry *prometheus.Registry
+	// Secrets keeps BMC passwords.
+	Secrets api.SecretStore
+	// Allocator is checked for optional abilities (HIL checks a node
+	// before it is registered); Power drives it.
+	Allocator any
+	// Reconciler runs passes asked for over the API.
+	Reconciler *reconcile.Reconciler
+	// Power is the power plane the broker, the API and the reconciler
+	// share; the power and broker routes answer 503 without.
+	Power *power.Plane
+	// Project names a tenant's allocator project, for the broker's
+	// check before a command; nil skips it.
+	Project func(tenant string) string
+	// M2 is the embedded M2 backend; its routes answer 503 without.
+	M2         *server.Backend
+	M2Timeouts server.Timeouts
+}
+
+// Handler routes by prefix: /broker/v1 to the broker, /m2/v1 to M2, the
+// rest to the admin API. One metrics middleware counts them all.
+func (p Parts) Handler() http.Handler {
+	if p.Now == nil {
+		p.Now = time.Now
+	}
+	if p.Logger == nil {
+		p.Logger = slog.New(slog.DiscardHandler)
+	}
+	var checker api.NodeChecker
+	if c, ok := p.Allocator.(api.NodeChecker); ok {
+		checker = c
+	}
+	a := api.New(api.Config{Store: p.Store, Limits: p.Limits, Token: p.Token, Logger: p.Logger, Now: p.Now, Registry: p.Registry,
+		Secrets: p.Secrets, Checker: checker, Reconciler: p.Reconciler, Power: p.Power})
+	b := broker.New(broker.Config{Store: p.Store, Power: p.Power, Project: p.Project, M2: p.M2 != nil,
+		Middleware: a.Metrics(), Logger: p.Logger, Now: p.Now})
+	mux := http.NewServeMux()
+	mux.Handle(broker.Prefix+"/", b.Handler())
+	mux.Handle(server.Prefix+"/", p.m2Handler(a.Authenticate, a.Metrics()))
+	mux.Handle("/", a.Handler())
+	return mux
+}
 
 // RunOptions are the hooks a caller of Run may set.
 type RunOptions struct {
@@ -89,30 +147,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	power := NewPowerPlane(alloc, cfg.Broker.StatusCacheTTL, now)
-	rec := &Reconciler{
+	pw := power.New(alloc, cfg.Broker.StatusCacheTTL, now)
+	project := func(tenant string) string { return cfg.Allocator.ProjectPrefix + tenant }
+	rec := &reconcile.Reconciler{
 		Store: st, Allocator: alloc, Log: log.With("component", "reconciler"), Now: now,
-		Concurrency: cfg.Reconcile.Concurrency, Metrics: NewReconcileMetrics(reg), Power: power,
+		Concurrency: cfg.Reconcile.Concurrency, Metrics: reconcile.NewMetrics(reg), Power: pw,
 		Machine: &lease.Machine{
-			Hardware:        hardware{power},
+			Hardware:        pw.Hardware(),
 			Disks:           disks,
-			Journal:         gatedJournal{store.Journal{Store: st, Now: now}, power},
-			Project:         func(tenant string) string { return cfg.Allocator.ProjectPrefix + tenant },
+			Journal:         pw.Journal(store.Journal{Store: st, Now: now}),
+			Project:         project,
 			MaxAttempts:     cfg.Reconcile.MaxAttempts,
 			PowerOffTimeout: cfg.Reconcile.PowerOffTimeout,
 			PollInterval:    250 * time.Millisecond,
 			Hook:            opts.Hook,
 		},
 	}
-	api := NewAPI(APIConfig{Store: st, Limits: cfg.Leases.Limits(), Token: token, Logger: log, Registry: reg, Now: now,
-		Secrets: sec, Allocator: alloc, Reconciler: rec, Power: power, M2: m2b, M2Timeouts: m2Timeouts(cfg)})
+	handler := Parts{Store: st, Token: token, Limits: cfg.Leases.Limits(), Logger: log, Now: now, Registry: reg, Secrets: sec,
+		Allocator: alloc, Reconciler: rec, Power: pw, Project: project, M2: m2b, M2Timeouts: m2Timeouts(cfg)}.Handler()
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Appliance.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           api.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -123,7 +182,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	log.Info("admin API listening", "addr", ln.Addr().String())
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return runCron(gctx, cfg.Reconcile.Schedule, rec, log) })
+	g.Go(func() error { return rec.RunCron(gctx, cfg.Reconcile.Schedule, log) })
 	// Passes asked for over the API run here, in the daemon's context.
 	g.Go(func() error { return rec.Serve(gctx) })
 	// A first pass at start-up resumes handovers a crash interrupted.
@@ -135,7 +194,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 				log.Error("start-up reconcile pass panicked", "panic", v)
 			}
 		}()
-		if _, err := rec.passAs(gctx, TriggerStartup, ""); err != nil && gctx.Err() == nil {
+		if _, err := rec.PassAs(gctx, reconcile.TriggerStartup, ""); err != nil && gctx.Err() == nil {
 			log.Warn("start-up reconcile pass failed", "err", err)
 		}
 		return nil
@@ -236,6 +295,13 @@ func ReadToken(path string) (string, error) {
 		return "", fmt.Errorf("admin token %s is shorter than 16 characters", path)
 	}
 	return t, nil
+}
+
+// Allocator is what the appliance drives: the power plane's needs and the
+// reconciler's (hil.Client or the embedded allocator).
+type Allocator interface {
+	power.Allocator
+	reconcile.Allocator
 }
 
 // adminChecker is an allocator that can check its own account: hil.Client.

@@ -15,6 +15,8 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -69,10 +71,10 @@ func newBrokerBench(b *testing.B) *brokerBench {
 		must(err)
 	}
 	// The handovers that make acme and globex the holders.
-	rec := &Reconciler{
+	rec := &reconcile.Reconciler{
 		Store: st, Allocator: alloc, Log: slog.New(slog.DiscardHandler), Now: now, Concurrency: 2,
 		Machine: &lease.Machine{
-			Hardware: hardware{NewPowerPlane(alloc, 0, time.Now)}, Journal: store.Journal{Store: st, Now: now},
+			Hardware: power.New(alloc, 0, time.Now).Hardware(), Journal: store.Journal{Store: st, Now: now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 1, PowerOffTimeout: 10 * time.Second, PollInterval: 100 * time.Millisecond,
 		},
@@ -80,9 +82,9 @@ func newBrokerBench(b *testing.B) *brokerBench {
 	if res, err := rec.Pass(ctx); err != nil || res.Completed != 2 {
 		b.Fatalf("handovers: %+v, %v", res, err)
 	}
-	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: "admin-token-0123456789abcdef", Now: now,
-		Secrets: sec, Allocator: alloc, StatusCacheTTL: 10 * time.Minute})
-	return &brokerBench{handler: api.Handler(), sim1: sim1, sim2: sim2, acme: acme}
+	h := Parts{Store: st, Limits: lease.DefaultLimits(), Token: "admin-token-0123456789abcdef", Now: now,
+		Secrets: sec, Allocator: alloc, Power: power.New(alloc, 10*time.Minute, now)}.Handler()
+	return &brokerBench{handler: h, sim1: sim1, sim2: sim2, acme: acme}
 }
 
 // get serves one broker request through the appliance's whole handler:

@@ -15,6 +15,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -56,7 +57,7 @@ func TestHandoverDropsCachedPower(t *testing.T) {
 	sim := bmctest.Start(t, bmctest.Options{})
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	r, acme, globex := leaseRig(t, sim, t0)
-	r.power.cache.ttl = 24 * time.Hour // past the lease boundary the clock jumps to
+	r.setPlane(24 * time.Hour) // past the lease boundary the clock jumps to
 	if code, body := r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"}); code != 200 {
 		t.Fatalf("acme power on: %d %v", code, body)
 	}
@@ -106,7 +107,7 @@ func TestSlowStatusAnswersLastKnown(t *testing.T) {
 	}
 
 	// A node whose BMC never answered: nothing to fall back on.
-	r.power.cache.forget("node-1")
+	r.setPlane(0) // nothing known of node-1
 	start = time.Now()
 	code, body = r.call(acme, "GET", "/broker/v1/nodes/node-1/power", nil)
 	took = time.Since(start)
@@ -404,8 +405,8 @@ func TestDriftFenceWaitsForTheGate(t *testing.T) {
 	if err := r.store.AllocateNode(ctx, "node-1", "someone-else"); err != nil {
 		t.Fatal(err)
 	}
-	release := r.power.shared("node-1") // a command in flight
-	done := make(chan PassResult)
+	release := r.power.Shared("node-1") // a command in flight
+	done := make(chan reconcile.PassResult)
 	go func() { res, _ := r.rec.Pass(ctx); done <- res }()
 	time.Sleep(300 * time.Millisecond)
 	if h, _ := r.store.Holder(ctx, "node-1"); h != "acme" {

@@ -3,15 +3,12 @@ package appliance
 import (
 	_ "embed"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/robfig/cron/v3"
 
 	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
@@ -229,27 +226,6 @@ func ParseConfig(data []byte, defaults Config) (Config, error) {
 	}
 	return cfg, nil
 }
-
-// checkSchedule checks a cron spec the way the reconciler will parse it.
-// The cron parser panics on some malformed specs, so it runs under recover.
-func checkSchedule(spec string) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%q is not a cron schedule", spec)
-		}
-	}()
-	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
-		return fmt.Errorf("%q: time zones are not allowed; the reconciler runs in UTC", spec)
-	}
-	if _, err := cronParser.Parse(spec); err != nil {
-		return fmt.Errorf("%q is not a cron schedule (five fields or @every 15s): %v", spec, err)
-	}
-	return nil
-}
-
-// cronParser accepts standard five-field specs and descriptors such as
-// @every 15s and @hourly.
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // derivedPath is a path that defaults to a file in the data directory, and
 // the check a value of it must pass.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/inicfg"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 )
 
 // Validate completes the configuration (complete), then checks the values
@@ -106,7 +107,7 @@ func (s *SecretsConfig) check(p *problems) {
 }
 
 func (rc *ReconcileConfig) check(p *problems) {
-	if err := checkSchedule(rc.Schedule); err != nil {
+	if err := reconcile.CheckSchedule(rc.Schedule); err != nil {
 		p.bad("reconcile.schedule", "%v", err)
 	}
 	if rc.Concurrency < 1 || rc.Concurrency > 256 {

@@ -15,6 +15,8 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -28,7 +30,7 @@ import (
 
 // newCronReconciler returns a reconciler over a fresh store whose passes
 // are counted on reg. It must be called inside the bubble.
-func newCronReconciler(t *testing.T) (*Reconciler, *prometheus.Registry) {
+func newCronReconciler(t *testing.T) (*reconcile.Reconciler, *prometheus.Registry) {
 	t.Helper()
 	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
@@ -37,11 +39,11 @@ func newCronReconciler(t *testing.T) (*Reconciler, *prometheus.Registry) {
 	t.Cleanup(func() { st.Close() })
 	alloc := newEmbeddedAllocator(st, secrets.NewMemory(), bmc.New(bmc.Options{}))
 	reg := prometheus.NewRegistry()
-	rec := &Reconciler{
+	rec := &reconcile.Reconciler{
 		Store: st, Allocator: alloc, Log: testLogger(t), Now: time.Now, Concurrency: 2,
-		Metrics: NewReconcileMetrics(reg),
+		Metrics: reconcile.NewMetrics(reg),
 		Machine: &lease.Machine{
-			Hardware: hardware{NewPowerPlane(alloc, 0, time.Now)}, Journal: store.Journal{Store: st, Now: time.Now},
+			Hardware: power.New(alloc, 0, time.Now).Hardware(), Journal: store.Journal{Store: st, Now: time.Now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 3, PowerOffTimeout: 10 * time.Second, PollInterval: time.Second,
 		},
@@ -74,10 +76,10 @@ func passes(t *testing.T, reg *prometheus.Registry) map[string]int {
 
 // startCron runs runCron in the bubble; cancel stops it, and the channel
 // yields its result.
-func startCron(t *testing.T, schedule string, rec *Reconciler) (context.CancelFunc, <-chan error) {
+func startCron(t *testing.T, schedule string, rec *reconcile.Reconciler) (context.CancelFunc, <-chan error) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- runCron(ctx, schedule, rec, testLogger(t)) }()
+	go func() { done <- rec.RunCron(ctx, schedule, testLogger(t)) }()
 	return cancel, done
 }
 
@@ -134,7 +136,7 @@ func TestCronInvalidSchedule(t *testing.T) {
 			// runCron returns nil at once instead of hanging the test.
 			ctx, cancel := context.WithCancel(t.Context())
 			cancel()
-			err := runCron(ctx, tc.schedule, &Reconciler{}, testLogger(t))
+			err := (&reconcile.Reconciler{}).RunCron(ctx, tc.schedule, testLogger(t))
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("runCron(%q) = %v, want an error containing %q", tc.schedule, err, tc.wantErr)
 			}
@@ -247,7 +249,7 @@ func TestCronSurvivesPanic(t *testing.T) {
 }
 
 // TestCronPassesInHistory: the schedule's passes are recorded like the
-// API's, and only the last passHistory of them are kept.
+// API's, and only the last reconcile.PassHistory of them are kept.
 func TestCronPassesInHistory(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec, reg := newCronReconciler(t)
@@ -262,13 +264,13 @@ func TestCronPassesInHistory(t *testing.T) {
 			t.Fatalf("passes = %v, want 25 ok", got)
 		}
 		latest, ok := rec.LookupPass(0)
-		if !ok || latest.ID != 25 || latest.Trigger != TriggerCron || latest.State != PassDone || latest.EndedAt.IsZero() {
+		if !ok || latest.ID != 25 || latest.Trigger != reconcile.TriggerCron || latest.State != reconcile.PassDone || latest.EndedAt.IsZero() {
 			t.Errorf("latest pass = %+v, %v", latest, ok)
 		}
-		if _, ok := rec.LookupPass(25 - passHistory + 1); !ok {
-			t.Errorf("pass %d is not remembered", 25-passHistory+1)
+		if _, ok := rec.LookupPass(25 - reconcile.PassHistory + 1); !ok {
+			t.Errorf("pass %d is not remembered", 25-reconcile.PassHistory+1)
 		}
-		if p, ok := rec.LookupPass(25 - passHistory); ok {
+		if p, ok := rec.LookupPass(25 - reconcile.PassHistory); ok {
 			t.Errorf("pass %d is still remembered: %+v", p.ID, p)
 		}
 	})
@@ -300,8 +302,8 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		served := make(chan error, 1)
 		go func() { served <- rec.Serve(sctx) }()
 
-		p, started, err := rec.Start(TriggerAPI, "admin", false)
-		if err != nil || !started || p.State != PassRunning {
+		p, started, err := rec.Start(reconcile.TriggerAPI, "admin", false)
+		if err != nil || !started || p.State != reconcile.PassRunning {
 			t.Fatalf("Start = %+v, %v, %v", p, started, err)
 		}
 		synctest.Wait()
@@ -311,12 +313,12 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		if n, got := entered.Load(), passes(t, reg); n != 1 || len(got) != 0 {
 			t.Fatalf("while the API's pass runs: %d in the handover, %v ended; want 1 and none", n, got)
 		}
-		again, started, _ := rec.Start(TriggerAPI, "admin", false)
+		again, started, _ := rec.Start(reconcile.TriggerAPI, "admin", false)
 		if started || again.ID != p.ID {
 			t.Errorf("second Start = %+v (started %v), want pass %d", again, started, p.ID)
 		}
-		q, started, _ := rec.Start(TriggerRetry, "admin", true)
-		if !started || q.State != PassQueued || q.QueuedBehind != p.ID {
+		q, started, _ := rec.Start(reconcile.TriggerRetry, "admin", true)
+		if !started || q.State != reconcile.PassQueued || q.QueuedBehind != p.ID {
 			t.Errorf("fresh Start = %+v (started %v), want a pass queued behind %d", q, started, p.ID)
 		}
 		close(release)
@@ -325,7 +327,7 @@ func TestCronJoinsAPIPass(t *testing.T) {
 			t.Errorf("after release: %v, want the API's pass and the queued one", got)
 		}
 		for _, id := range []int64{p.ID, q.ID} {
-			if r, ok := rec.LookupPass(id); !ok || r.State != PassDone {
+			if r, ok := rec.LookupPass(id); !ok || r.State != reconcile.PassDone {
 				t.Errorf("pass %d = %+v", id, r)
 			}
 		}
@@ -334,8 +336,8 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		if err := errors.Join(<-done, <-served); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := rec.Start(TriggerAPI, "admin", false); !errors.Is(err, ErrNotServing) {
-			t.Errorf("Start after Serve returned: %v, want ErrNotServing", err)
+		if _, _, err := rec.Start(reconcile.TriggerAPI, "admin", false); !errors.Is(err, reconcile.ErrNotServing) {
+			t.Errorf("Start after Serve returned: %v, want reconcile.ErrNotServing", err)
 		}
 	})
 }
@@ -367,7 +369,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 			return stop, served
 		}
 		stop, served := serve()
-		p, _, err := rec.Start(TriggerAPI, "admin", false)
+		p, _, err := rec.Start(reconcile.TriggerAPI, "admin", false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,7 +380,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, _ := rec.LookupPass(p.ID)
-		if got.State != PassFailed || !strings.Contains(got.Error, "interrupted") || len(got.Handovers) != 1 ||
+		if got.State != reconcile.PassFailed || !strings.Contains(got.Error, "interrupted") || len(got.Handovers) != 1 ||
 			got.Handovers[0].Status != lease.HandoverRunning {
 			t.Errorf("interrupted pass = %+v", got)
 		}
@@ -394,20 +396,20 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 		stop, served = serve()
 		defer func() { stop(); <-served }()
 		synctest.Wait() // Serve has started
-		p1, _, err := rec.Start(TriggerAPI, "admin", false)
+		p1, _, err := rec.Start(reconcile.TriggerAPI, "admin", false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		if got, _ := rec.LookupPass(p1.ID); got.State != PassFailed || !strings.Contains(got.Error, "panicked") {
+		if got, _ := rec.LookupPass(p1.ID); got.State != reconcile.PassFailed || !strings.Contains(got.Error, "panicked") {
 			t.Errorf("panicking pass = %+v", got)
 		}
-		p2, started, err := rec.Start(TriggerAPI, "admin", false)
+		p2, started, err := rec.Start(reconcile.TriggerAPI, "admin", false)
 		if err != nil || !started {
 			t.Fatalf("Start after a panic = %v, %v", started, err)
 		}
 		synctest.Wait()
-		if got, _ := rec.LookupPass(p2.ID); got.State != PassDone || got.Result.Resumed != 1 || got.Result.Completed != 1 {
+		if got, _ := rec.LookupPass(p2.ID); got.State != reconcile.PassDone || got.Result.Resumed != 1 || got.Result.Completed != 1 {
 			t.Errorf("the pass after the panic = %+v", got)
 		}
 	})

@@ -11,13 +11,17 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/api"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -58,10 +62,14 @@ type rig struct {
 	t     *testing.T
 	clock *clock
 	store *store.Store
-	rec   *Reconciler
+	rec   *reconcile.Reconciler
 	srv   *httptest.Server
 	token string
-	power *PowerPlane
+	power *power.Plane
+	// parts and handler are what the rig's server serves; setPlane
+	// rebuilds them.
+	parts   Parts
+	handler atomic.Pointer[http.Handler]
 
 	nodeCount int // nodes leaseNow registered, for unique MACs
 }
@@ -94,28 +102,43 @@ func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocato
 // wireRig wires a reconciler, the API and its passes over st and alloc as
 // Run does: one power plane for the broker, the admin API and the
 // handovers, the fence and activate steps behind its gate.
-func wireRig(t *testing.T, st *store.Store, clk *clock, alloc Allocator, sec secretStore) *rig {
+func wireRig(t *testing.T, st *store.Store, clk *clock, alloc Allocator, sec api.SecretStore) *rig {
 	t.Helper()
-	power := NewPowerPlane(alloc, 0, clk.Now)
-	rec := &Reconciler{
-		Store: st, Allocator: alloc, Log: testLogger(t), Now: clk.Now, Concurrency: 4, Power: power,
+	rec := &reconcile.Reconciler{
+		Store: st, Allocator: alloc, Log: testLogger(t), Now: clk.Now, Concurrency: 4,
 		Machine: &lease.Machine{
-			Hardware: hardware{power}, Journal: gatedJournal{store.Journal{Store: st, Now: clk.Now}, power},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 2, PowerOffTimeout: 15 * time.Second, PollInterval: 50 * time.Millisecond,
 		},
 	}
 	const token = "admin-token-0123456789abcdef"
-	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: token, Logger: testLogger(t), Now: clk.Now,
-		Secrets: sec, Allocator: alloc, Reconciler: rec, Power: power})
-	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(srv.Close)
+	r := &rig{t: t, clock: clk, store: st, rec: rec, token: token,
+		parts: Parts{Store: st, Token: token, Limits: lease.DefaultLimits(), Logger: testLogger(t), Now: clk.Now,
+			Secrets: sec, Allocator: alloc, Reconciler: rec, Project: rec.Machine.Project}}
+	r.setPlane(0)
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		(*r.handler.Load()).ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.srv.Close)
 	// Passes asked for over the API run here, as in Run.
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- rec.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-served })
-	return &rig{t: t, clock: clk, store: st, rec: rec, srv: srv, token: token, power: power}
+	return r
+}
+
+// setPlane gives the rig a fresh power plane whose status cache keeps
+// answers for ttl (nothing known yet), as Run wires one: the broker, the
+// admin API and the handovers share it. Call it between requests.
+func (r *rig) setPlane(ttl time.Duration) {
+	r.power = power.New(r.parts.Allocator.(power.Allocator), ttl, r.clock.Now)
+	r.rec.Power = r.power
+	r.rec.Machine.Hardware = r.power.Hardware()
+	r.rec.Machine.Journal = r.power.Journal(store.Journal{Store: r.store, Now: r.clock.Now})
+	r.parts.Power = r.power
+	h := r.parts.Handler()
+	r.handler.Store(&h)
 }
 
 // call sends a JSON request with a bearer token and decodes the answer.
@@ -155,7 +178,7 @@ func (r *rig) admin(method, path string, body any, want int) map[string]any {
 	return out
 }
 
-func (r *rig) reconcile() PassResult {
+func (r *rig) reconcile() reconcile.PassResult {
 	r.t.Helper()
 	res, err := r.rec.Pass(context.Background())
 	if err != nil {

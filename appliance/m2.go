@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/malleable-cloud/malleable/appliance/audit"
+	"github.com/malleable-cloud/malleable/appliance/broker"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/storage"
@@ -165,7 +166,7 @@ func (d m2Disks) UnbindNode(ctx context.Context, node, tenant string) error {
 // project holds the node.
 func bootAllowed(st *store.Store) func(ctx context.Context, project, node string) error {
 	return func(ctx context.Context, project, node string) error {
-		if t := tenantOf(ctx); t != "" && t != project {
+		if t := broker.Tenant(ctx); t != "" && t != project {
 			return fmt.Errorf("a disk of %s, asked for by %s", project, t)
 		}
 		holder, err := st.Holder(ctx, node)
@@ -179,41 +180,65 @@ func bootAllowed(st *store.Store) func(ctx context.Context, project, node string
 	}
 }
 
-// m2Routes mounts the M2 API in the appliance's router. The caller was
-// authenticated before any route runs: the admin token acts for every
-// project, a tenant's token for the tenant's project only. Attaching needs
-// the node to be held by the project, and boot scripts are served (by
-// token alone) only while it still is. Every mutation, refused or not,
-// goes to the audit log.
-func (a *API) m2Routes(r *mux.Router) {
+// m2Handler serves the M2 API on the appliance's listener. The admin
+// token acts for every project, a tenant's broker token for the tenant's
+// project only, and a node's iPXE fetches its boot script with the
+// per-attach token in the path, its only credential (a smart-proxy
+// relaying it also sends its own token, and then gets only its own
+// tenant's scripts). Attaching needs the node to be held by the project,
+// and boot scripts are served only while it still is. Every mutation,
+// refused or not, goes to the audit log.
+func (p Parts) m2Handler(admin func(*http.Request) bool, metrics mux.MiddlewareFunc) http.Handler {
+	r := p.m2Router(metrics)
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "cross-origin request refused"))
+	}))
+	return httpx.Secured(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		tenant, isTenant := broker.Authenticate(p.Store, req)
+		switch {
+		case strings.HasPrefix(req.URL.Path, server.Prefix+"/boot/") && req.Method == http.MethodGet:
+			if isTenant {
+				req = req.WithContext(broker.WithTenant(req.Context(), tenant))
+			}
+		case admin(req):
+			req = req.WithContext(audit.WithActor(req.Context(), "admin"))
+		case isTenant:
+			req = req.WithContext(broker.WithTenant(req.Context(), tenant))
+		default:
+			httpx.Unauthorized(w, "malleable", "missing or invalid bearer token")
+			return
+		}
+		r.ServeHTTP(w, req)
+	})))
+}
+
+// m2Router is the M2 API's bare router on the appliance's listener.
+func (p Parts) m2Router(metrics mux.MiddlewareFunc) *mux.Router {
+	rs := httpx.Responder{Log: p.Logger}
+	r := mux.NewRouter()
+	r.Use(metrics)
+	r.NotFoundHandler = rs.NotFound()
+	r.MethodNotAllowedHandler = rs.MethodNotAllowed()
+	recorder := audit.Recorder{Log: p.Store, Logger: p.Logger}
 	server.Register(r, server.HandlerConfig{
-		Backend: a.m2,
+		Backend: p.M2,
 		Authorize: func(r *http.Request) (server.Caller, bool) {
-			if t := tenantOf(r.Context()); t != "" {
+			if t := broker.Tenant(r.Context()); t != "" {
 				return server.Caller{Project: t}, true
 			}
 			return server.Caller{Admin: true}, true
 		},
-		AttachAllowed: bootAllowed(a.store),
-		BootAllowed:   bootAllowed(a.store),
-		Audit:         a.auditM2,
-		Timeouts:      a.m2Timeouts,
-		Logger:        a.log,
+		AttachAllowed: bootAllowed(p.Store),
+		BootAllowed:   bootAllowed(p.Store),
+		Audit: func(r *http.Request, rec server.AuditRecord) {
+			recorder.Record(r.Context(), audit.Entry{At: p.Now(), Actor: audit.Actor(r.Context()), Action: rec.Action,
+				Target: rec.Target, Detail: rec.Detail, Result: audit.Result(rec.Status, rec.Err)})
+		},
+		Timeouts: p.M2Timeouts,
+		Logger:   p.Logger,
 	})
-}
-
-// auditM2 records an M2 mutation and its outcome in the audit log.
-func (a *API) auditM2(r *http.Request, rec server.AuditRecord) {
-	result := "ok"
-	switch {
-	case rec.Err == nil:
-	case rec.Status >= 500:
-		result = "failed: " + rec.Err.Error()
-	default:
-		result = fmt.Sprintf("refused (%d): %v", rec.Status, rec.Err)
-	}
-	a.record(r, audit.Entry{At: a.now(), Actor: actor(r.Context()), Action: rec.Action, Target: rec.Target,
-		Detail: rec.Detail, Result: result})
+	return r
 }
 
 // RunM2 runs the M2 backend alone — `malleable m2 serve` — for a storage
@@ -231,12 +256,11 @@ func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		return err
 	}
 	defer m.close(context.WithoutCancel(ctx))
-	want := []byte(token)
 	h := server.Handler(server.HandlerConfig{
 		Backend: m.backend,
 		Authorize: func(r *http.Request) (server.Caller, bool) {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			return server.Caller{Admin: true}, ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) == 1
+			got, ok := httpx.BearerToken(r)
+			return server.Caller{Admin: true}, ok && httpx.TokenMatches(got, token)
 		},
 		Audit: func(r *http.Request, rec server.AuditRecord) {
 			// No audit log of its own: the mutations go to its log.

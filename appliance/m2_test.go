@@ -68,9 +68,8 @@ func TestM2SlowUploadThroughAppliance(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	api := NewAPI(APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: testToken, M2: m.backend,
-		M2Timeouts: m2Timeouts(cfg)})
-	srv := httptest.NewUnstartedServer(api.Handler())
+	srv := httptest.NewUnstartedServer(Parts{Store: st, Limits: lease.DefaultLimits(), Token: testToken, M2: m.backend,
+		M2Timeouts: m2Timeouts(cfg)}.Handler())
 	// The appliance's server has 30 s and 60 s; one second here.
 	srv.Config.ReadTimeout, srv.Config.WriteTimeout = time.Second, time.Second
 	srv.Start()

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gorilla/mux"
+	"github.com/malleable-cloud/malleable/appliance/broker"
 )
 
 // servedOpenAPI fetches the document the API serves and decodes it.
@@ -97,7 +98,10 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 	_, paths := servedOpenAPI(t, e)
 
 	registered := map[string]bool{} // "get /api/v1/nodes"
-	err := e.api.Router().Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
+	// The listener's three APIs: admin, broker, M2.
+	metrics := e.api.Metrics()
+	routers := []*mux.Router{e.api.Router(), broker.New(broker.Config{}).Router(), Parts{}.m2Router(metrics)}
+	walk := func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
 		tpl, err := route.GetPathTemplate()
 		if err != nil {
 			t.Errorf("route without a path template: %v", err)
@@ -117,9 +121,11 @@ func TestOpenAPIMatchesRouter(t *testing.T) {
 			registered[strings.ToLower(m)+" "+tpl] = true
 		}
 		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	}
+	for _, r := range routers {
+		if err := r.Walk(walk); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, op := range []string{"get /healthz", "get /metrics", "post /api/v1/leases/{id}/extend"} {
 		if !registered[op] {

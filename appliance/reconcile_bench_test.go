@@ -12,6 +12,8 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -115,13 +117,13 @@ func newBenchFleet(b *testing.B, leases int) *benchFleet {
 // reconciler returns the appliance's reconciler over the fleet, with the
 // embedded allocator. A converged pass never reaches IPMI, and the nodes
 // have no BMC anyway, so bmc.New's defaults are enough.
-func (f *benchFleet) reconciler() *Reconciler {
+func (f *benchFleet) reconciler() *reconcile.Reconciler {
 	alloc := newEmbeddedAllocator(f.store, secrets.NewMemory(), bmc.New(bmc.Options{}))
 	now := func() time.Time { return benchNow }
-	return &Reconciler{
+	return &reconcile.Reconciler{
 		Store: f.store, Allocator: alloc, Log: slog.New(slog.DiscardHandler), Now: now, Concurrency: 8,
 		Machine: &lease.Machine{
-			Hardware: hardware{NewPowerPlane(alloc, 0, time.Now)}, Journal: store.Journal{Store: f.store, Now: now},
+			Hardware: power.New(alloc, 0, time.Now).Hardware(), Journal: store.Journal{Store: f.store, Now: now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 5, PowerOffTimeout: time.Minute, PollInterval: 250 * time.Millisecond,
 		},
@@ -194,7 +196,7 @@ func BenchmarkReconcilePass(b *testing.B) {
 	})
 }
 
-func mustPass(b *testing.B, rec *Reconciler) PassResult {
+func mustPass(b *testing.B, rec *reconcile.Reconciler) reconcile.PassResult {
 	b.Helper()
 	res, err := rec.Pass(context.Background())
 	if err != nil {

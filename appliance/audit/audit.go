@@ -1,6 +1,7 @@
 // Package audit defines the appliance's audit record: one line of the
 // append-only log the store keeps and the admin API serves. It is pure data
-// and imports nothing of ours, so API clients can use it without the store.
+// and imports nothing of ours, so API clients can use it without the store;
+// Recorder and the actor carried in a context serve the APIs that write it.
 package audit
 
 import "time"

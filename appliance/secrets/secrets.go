@@ -144,3 +144,7 @@ func listUnder(m map[string][]byte, dir string) []string {
 func clone(b []byte) []byte {
 	return append([]byte{}, b...)
 }
+
+// BMCPasswordPath is where a node's real BMC password is kept: the admin
+// API writes it, the embedded allocator reads it.
+func BMCPasswordPath(node string) string { return "bmc/" + node }

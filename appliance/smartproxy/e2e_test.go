@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +14,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/iscsi"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 
 	"github.com/malleable-cloud/malleable/appliance"
 	"github.com/malleable-cloud/malleable/appliance/client"
@@ -115,7 +118,7 @@ type applianceRig struct {
 	t     testing.TB
 	clock *clock
 	bmc   *recordingBMC
-	rec   *appliance.Reconciler
+	rec   *reconcile.Reconciler
 	url   string
 	admin *client.Client
 }
@@ -160,22 +163,22 @@ func newApplianceRigM2(t testing.TB, start time.Time, cacheTTL time.Duration, lo
 	if _, err := m2b.ImportImage(ctx, "debian-12", bytes.NewReader(img), int64(len(img)), ""); err != nil {
 		t.Fatal(err)
 	}
-	rec := &appliance.Reconciler{Store: st, Allocator: alloc, Log: log, Now: clk.Now, Concurrency: 2,
+	rec := &reconcile.Reconciler{Store: st, Allocator: alloc, Log: log, Now: clk.Now, Concurrency: 2,
 		Machine: &lease.Machine{Hardware: hardware{alloc}, Disks: unbind{m2b}, Journal: store.Journal{Store: st, Now: clk.Now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 2, PowerOffTimeout: 5 * time.Second, PollInterval: 10 * time.Millisecond}}
-	cfg := appliance.APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: adminToken, Logger: log,
-		Now: clk.Now, Allocator: alloc, Reconciler: rec, M2: m2b, StatusCacheTTL: cacheTTL}
+	parts := appliance.Parts{Store: st, Limits: lease.DefaultLimits(), Token: adminToken, Logger: log,
+		Now: clk.Now, Allocator: alloc, Reconciler: rec, M2: m2b, Power: power.New(alloc, cacheTTL, clk.Now),
+		Project: rec.Machine.Project}
 	if !withM2 {
-		cfg.M2 = nil
+		parts.M2 = nil
 	}
-	api := appliance.NewAPI(cfg)
-	srv := httptest.NewServer(api.Handler())
+	srv := httptest.NewServer(parts.Handler())
 	t.Cleanup(srv.Close)
 	return &applianceRig{t: t, clock: clk, bmc: bmc, rec: rec, url: srv.URL, admin: client.New(srv.URL, adminToken)}
 }
 
-func (a *applianceRig) reconcile() appliance.PassResult {
+func (a *applianceRig) reconcile() reconcile.PassResult {
 	a.t.Helper()
 	res, err := a.rec.Pass(context.Background())
 	if err != nil {

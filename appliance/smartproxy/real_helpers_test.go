@@ -19,6 +19,8 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/storage"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -114,13 +116,13 @@ func newRealAppliance(t *testing.T, cfg realConfig) *applianceRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m2b.Close() })
-	rec := &appliance.Reconciler{Store: st, Allocator: alloc, Log: cfg.log, Now: clk.Now, Concurrency: 2,
+	rec := &reconcile.Reconciler{Store: st, Allocator: alloc, Log: cfg.log, Now: clk.Now, Concurrency: 2,
 		Machine: &lease.Machine{Hardware: hardware{alloc}, Disks: unbind{m2b}, Journal: store.Journal{Store: st, Now: clk.Now},
 			Project:     func(t string) string { return "malleable-" + t },
 			MaxAttempts: 2, PowerOffTimeout: 15 * time.Second, PollInterval: 50 * time.Millisecond}}
-	api := appliance.NewAPI(appliance.APIConfig{Store: st, Limits: lease.DefaultLimits(), Token: adminToken, Logger: cfg.log,
-		Now: clk.Now, Allocator: alloc, Reconciler: rec, M2: m2b})
-	srv := httptest.NewServer(api.Handler())
+	srv := httptest.NewServer(appliance.Parts{Store: st, Limits: lease.DefaultLimits(), Token: adminToken, Logger: cfg.log,
+		Now: clk.Now, Allocator: alloc, Reconciler: rec, M2: m2b, Power: power.New(alloc, 0, clk.Now),
+		Project: rec.Machine.Project}.Handler())
 	t.Cleanup(srv.Close)
 	a := &applianceRig{t: t, clock: clk, rec: rec, url: srv.URL, admin: client.New(srv.URL, adminToken)}
 	for i, name := range sortedKeys(cfg.sims) {

@@ -1,4 +1,4 @@
-package appliance
+package power
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
-// PowerPlane is the appliance's one path to node power, shared by the
+// Plane is the appliance's one path to node power, shared by the
 // broker, the admin API and the reconciler. It keeps two promises:
 //
 //   - a per-node gate: a tenant's command holds its node's gate (shared)
@@ -23,41 +23,62 @@ import (
 //     command checked before a fence lands after it;
 //   - a power cache that every power change the appliance makes drops, so
 //     nobody reads a state older than the last change.
-type PowerPlane struct {
+type Plane struct {
 	alloc Allocator
 	gates nodeGates
 	cache *powerCache
 }
 
-// NewPowerPlane returns the power plane over alloc. Power states are
-// answered from cache for ttl; now is the clock.
-func NewPowerPlane(alloc Allocator, ttl time.Duration, now func() time.Time) *PowerPlane {
-	return &PowerPlane{alloc: alloc, cache: newPowerCache(alloc, ttl, now)}
+// Allocator is what the plane drives: node power and boot devices, and
+// the project moves a handover makes.
+type Allocator interface {
+	Connect(ctx context.Context, node, project string) error
+	Detach(ctx context.Context, node, project string) error
+	PowerStatus(ctx context.Context, node string) (bool, error)
+	Power(ctx context.Context, node string, a hil.PowerAction) error
+	SetBootDevice(ctx context.Context, node string, d hil.BootDevice, persistent bool) error
 }
 
-// commandTimeout bounds a power or boot-device command run under a node's
+// New returns the power plane over alloc. Power states are
+// answered from cache for ttl; now is the clock.
+func New(alloc Allocator, ttl time.Duration, now func() time.Time) *Plane {
+	return &Plane{alloc: alloc, cache: newPowerCache(alloc, ttl, now)}
+}
+
+// CommandTimeout bounds a power or boot-device command run under a node's
 // gate. It outlasts every allocator's own deadline (HIL's OBM calls: 60 s
 // by default; IPMI: seconds), so the allocator gives up on its own terms
 // before the gate is let go and a fence can pass.
-const commandTimeout = 90 * time.Second
+const CommandTimeout = 90 * time.Second
 
-// shared holds node's gate in shared mode (tenant and admin commands) until
+// Shared holds node's gate in shared mode (tenant and admin commands) until
 // the returned release is called.
-func (p *PowerPlane) shared(node string) (release func()) { return p.gates.acquire(node, false) }
+func (p *Plane) Shared(node string) (release func()) { return p.gates.acquire(node, false) }
 
-// exclusive holds node's gate alone (a fence) until release is called:
+// Exclusive holds node's gate alone (a fence) until release is called:
 // it waits for every shared holder to finish.
-func (p *PowerPlane) exclusive(node string) (release func()) { return p.gates.acquire(node, true) }
+func (p *Plane) Exclusive(node string) (release func()) { return p.gates.acquire(node, true) }
 
-// power sends a chassis power command and drops the cached state.
-func (p *PowerPlane) power(ctx context.Context, node string, a hil.PowerAction) error {
+// Command runs do with node's gate held shared, in a context that outlives
+// ctx: a caller that hangs up must not let the gate go while the allocator
+// still carries the command out. CommandTimeout bounds it.
+func (p *Plane) Command(ctx context.Context, node string, do func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CommandTimeout)
+	defer cancel()
+	release := p.Shared(node)
+	defer release()
+	return do(ctx)
+}
+
+// Power sends a chassis power command and drops the cached state.
+func (p *Plane) Power(ctx context.Context, node string, a hil.PowerAction) error {
 	defer p.cache.forget(node)
 	return p.alloc.Power(ctx, node, a)
 }
 
-// readPower reads node's power from its BMC, bypassing the cache, and
+// ReadPower reads node's power from its BMC, bypassing the cache, and
 // remembers the answer.
-func (p *PowerPlane) readPower(ctx context.Context, node string) (bool, error) {
+func (p *Plane) ReadPower(ctx context.Context, node string) (bool, error) {
 	gen := p.cache.generation(node)
 	on, err := p.alloc.PowerStatus(ctx, node)
 	if err == nil {
@@ -66,10 +87,40 @@ func (p *PowerPlane) readPower(ctx context.Context, node string) (bool, error) {
 	return on, err
 }
 
-// fence runs clear (which takes the node from its holder) with the node's
+// Status answers node's power from the plane's cache or a fresh read
+// (see powerCache.status).
+func (p *Plane) Status(ctx context.Context, node string) (Reading, error) {
+	return p.cache.status(ctx, node)
+}
+
+// Forget drops node's cached power: it changed behind the plane's back.
+func (p *Plane) Forget(node string) { p.cache.forget(node) }
+
+// SetBootDevice sets the device node boots from next.
+func (p *Plane) SetBootDevice(ctx context.Context, node string, d hil.BootDevice, persistent bool) error {
+	return p.alloc.SetBootDevice(ctx, node, d, persistent)
+}
+
+// projectVerifier is implemented by allocators that can confirm, just
+// before a command, that a node is in its holder's project (HIL: another
+// party may have moved it).
+type projectVerifier interface {
+	VerifyProject(ctx context.Context, node, project string) error
+}
+
+// VerifyProject confirms node is in project where the allocator can tell
+// (HIL); it is a no-op for allocators that cannot.
+func (p *Plane) VerifyProject(ctx context.Context, node, project string) error {
+	if v, ok := p.alloc.(projectVerifier); ok {
+		return v.VerifyProject(ctx, node, project)
+	}
+	return nil
+}
+
+// Fence runs clear (which takes the node from its holder) with the node's
 // gate held exclusively, and drops its cached power.
-func (p *PowerPlane) fence(node string, clear func() error) error {
-	release := p.exclusive(node)
+func (p *Plane) Fence(node string, clear func() error) error {
+	release := p.Exclusive(node)
 	defer release()
 	defer p.cache.forget(node)
 	return clear()
@@ -120,7 +171,12 @@ func (g *nodeGates) acquire(node string, exclusive bool) (release func()) {
 }
 
 // hardware adapts the power plane to what a handover needs.
-type hardware struct{ p *PowerPlane }
+type hardware struct{ p *Plane }
+
+// Hardware is the plane as a handover drives it: power off and read
+// through the plane (dropping its cache), connect and detach through the
+// allocator, and the allocator's "not now" answers as lease.ErrWait.
+func (p *Plane) Hardware() lease.Hardware { return hardware{p} }
 
 // waitOrErr marks the allocator's "not now" answers (HIL has an action
 // pending, HIL or OBMd did not answer) as lease.ErrWait: the handover
@@ -133,11 +189,11 @@ func waitOrErr(err error) error {
 }
 
 func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return waitOrErr(h.p.power(ctx, node, hil.PowerOff))
+	return waitOrErr(h.p.Power(ctx, node, hil.PowerOff))
 }
 
 func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
-	on, err := h.p.readPower(ctx, node)
+	on, err := h.p.ReadPower(ctx, node)
 	// A free node under HIL has its OBM disabled, so its power cannot be
 	// read or driven ("OBM is not enabled") until the handover connects it.
 	if errors.Is(err, hil.ErrNoPowerControl) || errors.Is(err, hil.ErrBlocked) {
@@ -160,14 +216,18 @@ func (h hardware) Connect(ctx context.Context, node, project string) error {
 // command checked while nobody held the node.
 type gatedJournal struct {
 	lease.Journal
-	p *PowerPlane
+	p *Plane
 }
+
+// Journal returns j with the fence and activate steps' completion run
+// under the node's gate, held exclusively.
+func (p *Plane) Journal(j lease.Journal) lease.Journal { return gatedJournal{j, p} }
 
 func (j gatedJournal) Complete(ctx context.Context, h lease.Handover, step lease.Step, skipped string) error {
 	if step != lease.StepFence && step != lease.StepActivate {
 		return j.Journal.Complete(ctx, h, step, skipped)
 	}
-	return j.p.fence(h.Node, func() error { return j.Journal.Complete(ctx, h, step, skipped) })
+	return j.p.Fence(h.Node, func() error { return j.Journal.Complete(ctx, h, step, skipped) })
 }
 
 // Status-read budgets. Foreman shows N/A past 3 s, and a smart-proxy gives
@@ -207,9 +267,9 @@ type powerEntry struct {
 	gen   uint64
 }
 
-// powerReading is a node's power as last read, and whether it is stale: the
+// Reading is a node's power as last read, and whether it is stale: the
 // fresh read did not answer in time.
-type powerReading struct {
+type Reading struct {
 	On    bool
 	At    time.Time
 	Stale bool
@@ -251,10 +311,10 @@ func (c *powerCache) forget(node string) {
 // read; if that read is slower than the budget, from the last known state
 // marked stale, and only with nothing known does it wait up to the limit
 // and fail.
-func (c *powerCache) status(ctx context.Context, node string) (powerReading, error) {
+func (c *powerCache) status(ctx context.Context, node string) (Reading, error) {
 	e := c.entry(node)
 	if e.known && c.now().Sub(e.at) < c.ttl {
-		return powerReading{On: e.on, At: e.at}, nil
+		return Reading{On: e.on, At: e.at}, nil
 	}
 	gen := e.gen
 	ch := c.group.DoChan(node+"#"+strconv.FormatUint(gen, 10), func() (any, error) {
@@ -262,9 +322,9 @@ func (c *powerCache) status(ctx context.Context, node string) (powerReading, err
 		defer cancel()
 		on, err := c.alloc.PowerStatus(rctx, node)
 		if err != nil {
-			return powerReading{}, err
+			return Reading{}, err
 		}
-		return powerReading{On: on, At: c.store(node, on, gen)}, nil
+		return Reading{On: on, At: c.store(node, on, gen)}, nil
 	})
 	wait := c.limit
 	if e.known {
@@ -274,13 +334,13 @@ func (c *powerCache) status(ctx context.Context, node string) (powerReading, err
 	defer timer.Stop()
 	select {
 	case res := <-ch:
-		return res.Val.(powerReading), res.Err
+		return res.Val.(Reading), res.Err
 	case <-ctx.Done():
-		return powerReading{}, ctx.Err()
+		return Reading{}, ctx.Err()
 	case <-timer.C:
 	}
 	if e.known {
-		return powerReading{On: e.on, At: e.at, Stale: true}, nil
+		return Reading{On: e.on, At: e.at, Stale: true}, nil
 	}
-	return powerReading{}, fmt.Errorf("no answer from the BMC within %s: %w", wait, context.DeadlineExceeded)
+	return Reading{}, fmt.Errorf("no answer from the BMC within %s: %w", wait, context.DeadlineExceeded)
 }

@@ -1,4 +1,4 @@
-package appliance
+package api
 
 import (
 	"context"
@@ -8,7 +8,9 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/secrets"
 )
 
 // nodeRequest is the body of POST /api/v1/nodes. The BMC password is not
@@ -31,7 +33,7 @@ type nodeRequest struct {
 
 func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 	var req nodeRequest
-	if err := decodeJSON(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
 	n := inventory.Node{Name: req.Name, Description: req.Description, MACs: req.MACs, TenantBMCAddress: req.TenantBMCAddress}
@@ -54,7 +56,7 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 		n, err = a.store.CreateNode(r.Context(), n, a.now())
 	}
 	if err == nil && password != "" {
-		if err = a.secrets.Put(r.Context(), bmcSecretPath(n.Name), []byte(password)); err != nil {
+		if err = a.secrets.Put(r.Context(), secrets.BMCPasswordPath(n.Name), []byte(password)); err != nil {
 			// Keep node and password together: no node without its secret.
 			_ = a.store.DeleteNode(context.WithoutCancel(r.Context()), n.Name, a.now())
 		}
@@ -63,21 +65,21 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, n)
+	httpx.WriteJSON(w, http.StatusCreated, n)
 	return nil
 }
 
-// nodeChecker is an allocator that can check a node before it is added:
+// NodeChecker is an allocator that can check a node before it is added:
 // hil.Client (the node exists in HIL, is free, its OBM works).
-type nodeChecker interface {
+type NodeChecker interface {
 	CheckNode(ctx context.Context, node string) error
 }
 
 // checkAllocatorNode refuses a node the allocator cannot lease: 422 with
 // what is missing, or 503 when the allocator does not answer.
 func (a *API) checkAllocatorNode(ctx context.Context, node string) error {
-	c, ok := a.alloc.(nodeChecker)
-	if !ok {
+	c := a.checker
+	if c == nil {
 		return nil
 	}
 	if _, err := a.store.GetNode(ctx, node); err == nil {
@@ -88,9 +90,9 @@ func (a *API) checkAllocatorNode(ctx context.Context, node string) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, hil.ErrUnavailable):
-		return &httpError{status: http.StatusServiceUnavailable, msg: "cannot check the node in HIL: " + err.Error()}
+		return &httpx.Error{Status: http.StatusServiceUnavailable, Message: "cannot check the node in HIL: " + err.Error()}
 	}
-	return &httpError{status: http.StatusUnprocessableEntity, msg: err.Error()}
+	return &httpx.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()}
 }
 
 func (a *API) listNodes(w http.ResponseWriter, r *http.Request) error {
@@ -98,7 +100,7 @@ func (a *API) listNodes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nodes)
+	httpx.WriteJSON(w, http.StatusOK, nodes)
 	return nil
 }
 
@@ -111,7 +113,7 @@ func (a *API) getNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, n)
+	httpx.WriteJSON(w, http.StatusOK, n)
 	return nil
 }
 
@@ -122,7 +124,7 @@ func (a *API) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	}
 	err = a.store.DeleteNode(r.Context(), name, a.now())
 	if err == nil && a.secrets != nil {
-		err = a.secrets.Delete(r.Context(), bmcSecretPath(name))
+		err = a.secrets.Delete(r.Context(), secrets.BMCPasswordPath(name))
 	}
 	a.audit(r, "node.delete", "node/"+name, "", err)
 	if err != nil {
@@ -141,7 +143,7 @@ type tenantRequest struct {
 
 func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
 	var req tenantRequest
-	if err := decodeJSON(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
 	t := inventory.Tenant{Name: req.Name, Description: req.Description, ForemanURL: req.ForemanURL}
@@ -153,7 +155,7 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, t)
+	httpx.WriteJSON(w, http.StatusCreated, t)
 	return nil
 }
 
@@ -162,7 +164,7 @@ func (a *API) listTenants(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ts)
+	httpx.WriteJSON(w, http.StatusOK, ts)
 	return nil
 }
 
@@ -175,7 +177,7 @@ func (a *API) getTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
+	httpx.WriteJSON(w, http.StatusOK, t)
 	return nil
 }
 

@@ -1,12 +1,14 @@
-package appliance
+package api
 
 import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
@@ -22,14 +24,21 @@ import (
 // refuses a bad order with 422 (see TestAPICreateLease), so an end before the
 // start is only an error once the limits have been applied.
 func FuzzLeaseRequest(f *testing.F) {
-	now := testNow()
+	now := time.Date(2026, 3, 2, 9, 30, 0, 250_000_000, time.UTC)
 	lim := lease.DefaultLimits()
-	api := NewAPI(APIConfig{Limits: lim, Now: testNow})
+	a := New(Config{Limits: lim, Now: func() time.Time { return now }})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		l, err := parseLeaseRequest(bytes.NewReader(body), now, lim)
+		// As createLease does: the one strict decoder, then the checks.
+		var req leaseRequest
+		r := httptest.NewRequest(http.MethodPost, "/api/v1/leases", bytes.NewReader(body))
+		err := httpx.DecodeJSON(httptest.NewRecorder(), r, &req, 0)
+		var l lease.Lease
+		if err == nil {
+			l, err = parseLeaseRequest(req, now, lim)
+		}
 		if err != nil {
-			if status, _ := api.errorResponse(err); status != http.StatusBadRequest {
-				t.Fatalf("refusal answers %d, want 400: %v", status, err)
+			if status := a.rs.Resolve(err).Status; status != http.StatusBadRequest && status != http.StatusRequestEntityTooLarge {
+				t.Fatalf("refusal answers %d, want 400 (or 413): %v", status, err)
 			}
 			return
 		}
@@ -51,7 +60,7 @@ func FuzzLeaseRequest(f *testing.F) {
 			t.Fatalf("parsing set stored fields: %+v", l)
 		}
 
-		var req leaseRequest
+		req = leaseRequest{}
 		if err := json.Unmarshal(body, &req); err != nil {
 			t.Fatalf("accepted a body that does not decode: %v", err)
 		}

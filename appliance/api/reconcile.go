@@ -1,4 +1,4 @@
-package appliance
+package api
 
 import (
 	"errors"
@@ -7,7 +7,10 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/audit"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/reconcile"
 )
 
 // reconcileRoutes adds the routes that start reconcile passes (a pass, or
@@ -15,18 +18,18 @@ import (
 // context, never a request's: an admin's client going away does not
 // interrupt a handover.
 func (a *API) reconcileRoutes(v1 prefixed) {
-	v1.Handle("/reconcile", a.handle(a.reconcileNow)).Methods(http.MethodPost)
-	v1.Handle("/reconcile/passes/latest", a.handle(a.getPass)).Methods(http.MethodGet)
-	v1.Handle("/reconcile/passes/{id}", a.handle(a.getPass)).Methods(http.MethodGet)
-	v1.Handle("/handovers/{id}/retry", a.handle(a.retryHandover)).Methods(http.MethodPost)
+	v1.Handle("/reconcile", a.rs.Handle(a.reconcileNow)).Methods(http.MethodPost)
+	v1.Handle("/reconcile/passes/latest", a.rs.Handle(a.getPass)).Methods(http.MethodGet)
+	v1.Handle("/reconcile/passes/{id}", a.rs.Handle(a.getPass)).Methods(http.MethodGet)
+	v1.Handle("/handovers/{id}/retry", a.rs.Handle(a.retryHandover)).Methods(http.MethodPost)
 }
 
 func passLocation(id int64) string { return fmt.Sprintf("/api/v1/reconcile/passes/%d", id) }
 
 // passDetail says, for the audit log, which pass a request got.
-func passDetail(p PassRecord, started bool) string {
+func passDetail(p reconcile.PassRecord, started bool) string {
 	switch {
-	case p.State == PassQueued && started:
+	case p.State == reconcile.PassQueued && started:
 		return fmt.Sprintf("pass %d queued behind pass %d", p.ID, p.QueuedBehind)
 	case started:
 		return fmt.Sprintf("pass %d started", p.ID)
@@ -40,9 +43,9 @@ func (a *API) reconcileNow(w http.ResponseWriter, r *http.Request) error {
 	if a.reconciler == nil {
 		return unavailable("the reconciler")
 	}
-	p, started, err := a.reconciler.Start(TriggerAPI, actor(r.Context()), false)
-	if errors.Is(err, ErrNotServing) {
-		err = &httpError{status: http.StatusServiceUnavailable, msg: "the reconciler is not running (the appliance is shutting down)"}
+	p, started, err := a.reconciler.Start(reconcile.TriggerAPI, audit.Actor(r.Context()), false)
+	if errors.Is(err, reconcile.ErrNotServing) {
+		err = &httpx.Error{Status: http.StatusServiceUnavailable, Message: "the reconciler is not running (the appliance is shutting down)"}
 	}
 	if err != nil {
 		a.audit(r, "reconcile.request", "reconcile", "", err)
@@ -54,7 +57,7 @@ func (a *API) reconcileNow(w http.ResponseWriter, r *http.Request) error {
 	if started {
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, p)
+	httpx.WriteJSON(w, status, p)
 	return nil
 }
 
@@ -71,12 +74,12 @@ func (a *API) getPass(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, ok := a.reconciler.LookupPass(id)
 	if !ok && id == 0 {
-		return &httpError{status: http.StatusNotFound, msg: "no reconcile pass has run yet"}
+		return &httpx.Error{Status: http.StatusNotFound, Message: "no reconcile pass has run yet"}
 	}
 	if !ok {
-		return &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("pass %d is not among the last %d passes", id, passHistory)}
+		return &httpx.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("pass %d is not among the last %d passes", id, reconcile.PassHistory)}
 	}
-	writeJSON(w, http.StatusOK, p)
+	httpx.WriteJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -84,7 +87,7 @@ func (a *API) getPass(w http.ResponseWriter, r *http.Request) error {
 // retry left it, and the pass that will run it.
 type retryAnswer struct {
 	lease.Handover
-	Pass *PassRecord `json:"pass,omitempty"`
+	Pass *reconcile.PassRecord `json:"pass,omitempty"`
 }
 
 // retryHandover sets a stuck handover running again and asks for a pass
@@ -101,20 +104,20 @@ func (a *API) retryHandover(w http.ResponseWriter, r *http.Request) error {
 		a.audit(r, "handover.retry", target, "", err)
 		return err
 	}
-	var p PassRecord
-	started, err := false, ErrNotServing
+	var p reconcile.PassRecord
+	started, err := false, reconcile.ErrNotServing
 	if a.reconciler != nil {
-		p, started, err = a.reconciler.Start(TriggerRetry, actor(r.Context()), true)
+		p, started, err = a.reconciler.Start(reconcile.TriggerRetry, audit.Actor(r.Context()), true)
 	}
 	if err != nil {
 		// No reconciler, or shutting down. The handover is running
 		// again: the next pass (after a restart) resumes it.
 		a.audit(r, "handover.retry", target, "no pass now: the next one resumes it", nil)
-		writeJSON(w, http.StatusOK, retryAnswer{Handover: h})
+		httpx.WriteJSON(w, http.StatusOK, retryAnswer{Handover: h})
 		return nil
 	}
 	a.audit(r, "handover.retry", target, passDetail(p, started), nil)
 	w.Header().Set("Location", passLocation(p.ID))
-	writeJSON(w, http.StatusAccepted, retryAnswer{Handover: h, Pass: &p})
+	httpx.WriteJSON(w, http.StatusAccepted, retryAnswer{Handover: h, Pass: &p})
 	return nil
 }

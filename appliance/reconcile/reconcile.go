@@ -1,4 +1,8 @@
-package appliance
+// Package reconcile brings every node to the state its leases ask for:
+// reconcile passes (one at a time, whoever asks), handover execution
+// through lease.Machine, drift checks against the allocator, and the cron
+// schedule that triggers passes.
+package reconcile
 
 import (
 	"context"
@@ -13,20 +17,16 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/malleable-cloud/malleable/appliance/audit"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
-// Allocator is what the appliance needs from an allocator: hil.Client
-// (a real HIL) or hil.Embedded.
+// Allocator is what the reconciler asks an allocator directly (moves and
+// power go through the handover's Machine): each node's project, for the
+// drift check. hil.Client or the embedded allocator.
 type Allocator interface {
-	Connect(ctx context.Context, node, project string) error
-	Detach(ctx context.Context, node, project string) error
 	NodeProject(ctx context.Context, node string) (string, error)
-	PowerStatus(ctx context.Context, node string) (bool, error)
-	Power(ctx context.Context, node string, a hil.PowerAction) error
-	SetBootDevice(ctx context.Context, node string, d hil.BootDevice, persistent bool) error
 }
 
 // projectLister is implemented by allocators that can list every node's
@@ -58,10 +58,10 @@ type Reconciler struct {
 	Log         *slog.Logger
 	Now         func() time.Time
 	Concurrency int // handovers run at once
-	Metrics     *ReconcileMetrics
+	Metrics     *Metrics
 	// Power, if set, is the plane the broker uses: a drift fence takes
 	// the node's gate exclusively and drops its cached power.
-	Power *PowerPlane
+	Power *power.Plane
 
 	passes passTracker // one pass at a time, whoever triggers it; the last ones
 
@@ -91,11 +91,11 @@ type PassResult struct {
 // Pass runs one reconcile pass at the reconciler's now, in ctx, after the
 // pass running (if any) ends.
 func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
-	return r.passAs(ctx, TriggerDirect, "")
+	return r.PassAs(ctx, TriggerDirect, "")
 }
 
-// passAs runs a pass recorded as started by trigger on behalf of by.
-func (r *Reconciler) passAs(ctx context.Context, trigger, by string) (PassResult, error) {
+// PassAs runs a pass recorded as started by trigger on behalf of by.
+func (r *Reconciler) PassAs(ctx context.Context, trigger, by string) (PassResult, error) {
 	p, err := r.passes.begin(ctx, trigger, by)
 	if err != nil {
 		return PassResult{}, err
@@ -308,7 +308,7 @@ func (r *Reconciler) fence(ctx context.Context, node string) error {
 	if r.Power == nil {
 		return r.Store.Fence(ctx, node)
 	}
-	return r.Power.fence(node, func() error { return r.Store.Fence(ctx, node) })
+	return r.Power.Fence(node, func() error { return r.Store.Fence(ctx, node) })
 }
 
 func (r *Reconciler) audit(ctx context.Context, action, node, detail string, err error) {
@@ -333,17 +333,17 @@ func orNone(s string) string {
 	return s
 }
 
-// ReconcileMetrics are the reconciler's Prometheus metrics.
-type ReconcileMetrics struct {
+// Metrics are the reconciler's Prometheus metrics.
+type Metrics struct {
 	passes   *prometheus.CounterVec
 	duration prometheus.Histogram
 	outcomes *prometheus.CounterVec
 	stuck    prometheus.Gauge
 }
 
-// NewReconcileMetrics registers the reconciler's metrics with reg.
-func NewReconcileMetrics(reg prometheus.Registerer) *ReconcileMetrics {
-	m := &ReconcileMetrics{
+// NewMetrics registers the reconciler's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "malleable_reconcile_passes_total",
 			Help: "Reconcile passes by result (ok or error)."}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "malleable_reconcile_pass_duration_seconds",
@@ -357,7 +357,7 @@ func NewReconcileMetrics(reg prometheus.Registerer) *ReconcileMetrics {
 	return m
 }
 
-func (m *ReconcileMetrics) observe(res PassResult, err error) {
+func (m *Metrics) observe(res PassResult, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"

@@ -1,4 +1,4 @@
-package appliance
+package power
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func (s *slowStatus) PowerStatus(ctx context.Context, node string) (bool, error)
 func TestConcurrentStatusReadsCoalesce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		alloc := &slowStatus{}
-		p := NewPowerPlane(alloc, time.Minute, time.Now)
+		p := New(alloc, time.Minute, time.Now)
 		p.cache.budget, p.cache.limit = 5*time.Second, 5*time.Second
 		var wg sync.WaitGroup
 		var on atomic.Int32

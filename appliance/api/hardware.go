@@ -1,4 +1,4 @@
-package appliance
+package api
 
 import (
 	"context"
@@ -10,8 +10,11 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
@@ -21,22 +24,18 @@ const maxBMCPassword = 20
 // hardwareRoutes adds the admin routes for power, BMC credentials,
 // handovers, tenant broker tokens; reconcileRoutes adds on-demand passes.
 func (a *API) hardwareRoutes(v1 prefixed) {
-	v1.Handle("/nodes/{name}/power", a.handle(a.nodePower)).Methods(http.MethodGet)
-	v1.Handle("/nodes/{name}/power", a.handle(a.nodePowerAction)).Methods(http.MethodPut)
-	v1.Handle("/nodes/{name}/bmc-password", a.handle(a.setBMCPassword)).Methods(http.MethodPut)
-	v1.Handle("/handovers", a.handle(a.listHandovers)).Methods(http.MethodGet)
-	v1.Handle("/handovers/{id}", a.handle(a.getHandover)).Methods(http.MethodGet)
-	v1.Handle("/tenants/{name}/token", a.handle(a.issueTenantToken)).Methods(http.MethodPost)
+	v1.Handle("/nodes/{name}/power", a.rs.Handle(a.nodePower)).Methods(http.MethodGet)
+	v1.Handle("/nodes/{name}/power", a.rs.Handle(a.nodePowerAction)).Methods(http.MethodPut)
+	v1.Handle("/nodes/{name}/bmc-password", a.rs.Handle(a.setBMCPassword)).Methods(http.MethodPut)
+	v1.Handle("/handovers", a.rs.Handle(a.listHandovers)).Methods(http.MethodGet)
+	v1.Handle("/handovers/{id}", a.rs.Handle(a.getHandover)).Methods(http.MethodGet)
+	v1.Handle("/tenants/{name}/token", a.rs.Handle(a.issueTenantToken)).Methods(http.MethodPost)
 	a.reconcileRoutes(v1)
-}
-
-func unavailable(what string) error {
-	return &httpError{status: http.StatusServiceUnavailable, msg: what + " is not configured"}
 }
 
 // nodePower answers a node's real power state and who holds it.
 func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
-	if a.alloc == nil {
+	if a.power == nil {
 		return unavailable("an allocator")
 	}
 	name, err := pathName(r)
@@ -52,15 +51,15 @@ func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	on, err := a.power.readPower(ctx, name)
+	on, err := a.power.ReadPower(ctx, name)
 	if err != nil {
-		return powerError(name, err, false)
+		return power.AnswerError(name, err, false)
 	}
-	power := "off"
+	state := "off"
 	if on {
-		power = "on"
+		state = "on"
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"node": name, "power": power, "holder": holder})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"node": name, "power": state, "holder": holder})
 	return nil
 }
 
@@ -68,7 +67,7 @@ func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
 // power belongs to its lessee: refusing here keeps the invariant that only
 // the holder's commands reach the BMC.
 func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
-	if a.alloc == nil {
+	if a.power == nil {
 		return unavailable("an allocator")
 	}
 	name, err := pathName(r)
@@ -76,7 +75,7 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req powerRequest
-	if err := decodeJSON(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
 	action, err := hil.ParsePowerAction(req.Action)
@@ -88,34 +87,38 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Under the node's gate: an activation cannot make a tenant the
 	// holder between this check and the command.
-	release := a.power.shared(name)
-	holder, err := a.store.Holder(r.Context(), name)
-	if err == nil && holder != "" {
-		err = &httpError{status: http.StatusConflict, msg: fmt.Sprintf("node %s is held by tenant %s: only its lessee drives its power (cancel the lease first)", name, holder)}
-	}
-	if err == nil {
+	err = a.power.Command(r.Context(), name, func(ctx context.Context) error {
+		holder, err := a.store.Holder(ctx, name)
+		if err != nil {
+			return err
+		}
+		if holder != "" {
+			return httpx.Errorf(http.StatusConflict, "node %s is held by tenant %s: only its lessee drives its power (cancel the lease first)", name, holder)
+		}
 		// Between fence and activate nobody holds the node, but the
 		// handover owns its power: a power-on there would hand the next
 		// tenant a running node (or boot the old tenant's disk).
-		var open bool
-		if open, err = a.store.HandoverOpen(r.Context(), name); err == nil && open {
-			err = &httpError{status: http.StatusConflict, msg: fmt.Sprintf("node %s is being handed over: its power belongs to the handover until it ends (malleable lease handovers --node %s)", name, name)}
+		if open, err := a.store.HandoverOpen(ctx, name); err != nil {
+			return err
+		} else if open {
+			return httpx.Errorf(http.StatusConflict, "node %s is being handed over: its power belongs to the handover until it ends (malleable lease handovers --node %s)", name, name)
 		}
-	}
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), commandTimeout)
-		defer cancel()
-		if perr := a.power.power(ctx, name, action); perr != nil {
-			err = powerError(name, perr, false)
+		if err := a.power.Power(ctx, name, action); err != nil {
+			return power.AnswerError(name, err, false)
 		}
-	}
-	release()
+		return nil
+	})
 	a.audit(r, "power."+string(action), "node/"+name, "by admin", err)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"node": name, "action": string(action), "result": true})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"node": name, "action": string(action), "result": true})
 	return nil
+}
+
+// powerRequest is the body of PUT /api/v1/nodes/{name}/power.
+type powerRequest struct {
+	Action string `json:"action"`
 }
 
 // passwordRequest is the body of PUT /api/v1/nodes/{name}/bmc-password.
@@ -139,7 +142,7 @@ func (a *API) setBMCPassword(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req passwordRequest
-	if err := decodeJSON(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
 	err = checkBMCPassword("password", req.Password)
@@ -147,7 +150,7 @@ func (a *API) setBMCPassword(w http.ResponseWriter, r *http.Request) error {
 		_, err = a.store.GetNode(r.Context(), name)
 	}
 	if err == nil {
-		err = a.secrets.Put(r.Context(), bmcSecretPath(name), []byte(req.Password))
+		err = a.secrets.Put(r.Context(), secrets.BMCPasswordPath(name), []byte(req.Password))
 	}
 	a.audit(r, "node.bmc_password", "node/"+name, "", err)
 	if err != nil {
@@ -181,7 +184,7 @@ func (a *API) listHandovers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, hs)
+	httpx.WriteJSON(w, http.StatusOK, hs)
 	return nil
 }
 
@@ -198,7 +201,7 @@ func (a *API) getHandover(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, struct {
+	httpx.WriteJSON(w, http.StatusOK, struct {
 		lease.Handover
 		Journal []lease.JournalEntry `json:"journal"`
 	}{h, j})
@@ -220,6 +223,6 @@ func (a *API) issueTenantToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]string{"tenant": name, "token": token})
+	httpx.WriteJSON(w, http.StatusCreated, map[string]string{"tenant": name, "token": token})
 	return nil
 }

@@ -1,4 +1,4 @@
-package appliance
+package api
 
 import (
 	"net/http"
@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// httpMetrics counts and times admin API requests by route template, so
+// httpMetrics counts and times the appliance's requests by route template, so
 // label values stay bounded whatever paths clients send.
 type httpMetrics struct {
 	requests *prometheus.CounterVec
@@ -20,11 +20,11 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "malleable_http_requests_total",
-			Help: "Admin API requests by route, method and status code.",
+			Help: "HTTP requests to the appliance by route, method and status code.",
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "malleable_http_request_duration_seconds",
-			Help:    "Admin API request latency by route.",
+			Help:    "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
 		}, []string{"route"}),
 	}

@@ -1,15 +1,16 @@
-package appliance
+package api
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -26,22 +27,11 @@ type leaseRequest struct {
 	Duration string `json:"duration"`
 }
 
-// leaseView is a lease as the API shows it: with its state at the time of
-// the answer.
-type leaseView struct {
-	lease.Lease
-	State lease.State `json:"state"`
-}
+func (a *API) view(l lease.Lease) wire.Lease { return wire.Lease{Lease: l, State: l.StateAt(a.now())} }
 
-func (a *API) view(l lease.Lease) leaseView { return leaseView{l, l.StateAt(a.now())} }
-
-// parseLeaseRequest decodes and checks the fields of a lease request at
-// now. It does not apply limits: the store does, atomically.
-func parseLeaseRequest(body io.Reader, now time.Time, lim lease.Limits) (lease.Lease, error) {
-	var req leaseRequest
-	if err := decodeStrict(body, &req); err != nil {
-		return lease.Lease{}, err
-	}
+// parseLeaseRequest checks the fields of a lease request at now. It does
+// not apply limits: the store does, atomically.
+func parseLeaseRequest(req leaseRequest, now time.Time, lim lease.Limits) (lease.Lease, error) {
 	l := lease.Lease{Node: req.Node, Tenant: req.Tenant, Start: now}
 	errs := []error{inventory.ValidateName("node", req.Node), inventory.ValidateName("tenant", req.Tenant)}
 	if req.Start != "" {
@@ -81,11 +71,12 @@ func parseTime(field, s string) (time.Time, error) {
 }
 
 func (a *API) createLease(w http.ResponseWriter, r *http.Request) error {
-	if err := checkContentType(r); err != nil {
+	var req leaseRequest
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
 	now := a.now()
-	l, err := parseLeaseRequest(http.MaxBytesReader(w, r.Body, maxBodyBytes), now, a.limits)
+	l, err := parseLeaseRequest(req, now, a.limits)
 	if err == nil {
 		l, err = a.store.CreateLease(r.Context(), l, a.limits, now)
 	}
@@ -98,7 +89,7 @@ func (a *API) createLease(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", fmt.Sprintf("/api/v1/leases/%d", l.ID))
-	writeJSON(w, http.StatusCreated, a.view(l))
+	httpx.WriteJSON(w, http.StatusCreated, a.view(l))
 	return nil
 }
 
@@ -139,11 +130,11 @@ func (a *API) listLeases(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]leaseView, len(ls))
+	out := make([]wire.Lease, len(ls))
 	for i, l := range ls {
-		out[i] = leaseView{l, l.StateAt(f.Now)}
+		out[i] = wire.Lease{Lease: l, State: l.StateAt(f.Now)}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -154,7 +145,7 @@ func pathIDOf(r *http.Request, what string) (int64, error) {
 	s := mux.Vars(r)["id"]
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		return 0, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("%s id %q is not a positive integer", what, s)}
+		return 0, &httpx.Error{Status: http.StatusBadRequest, Message: fmt.Sprintf("%s id %q is not a positive integer", what, s)}
 	}
 	return id, nil
 }
@@ -168,7 +159,7 @@ func (a *API) getLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(l))
+	httpx.WriteJSON(w, http.StatusOK, a.view(l))
 	return nil
 }
 
@@ -182,7 +173,7 @@ func (a *API) cancelLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(l))
+	httpx.WriteJSON(w, http.StatusOK, a.view(l))
 	return nil
 }
 
@@ -199,7 +190,7 @@ func (a *API) extendLease(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req extendRequest
-	if err := decodeJSON(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
 	// The new end is computed from the current one inside the store's
@@ -226,7 +217,7 @@ func (a *API) extendLease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.view(l))
+	httpx.WriteJSON(w, http.StatusOK, a.view(l))
 	return nil
 }
 
@@ -251,6 +242,6 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, es)
+	httpx.WriteJSON(w, http.StatusOK, es)
 	return nil
 }

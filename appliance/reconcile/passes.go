@@ -1,4 +1,4 @@
-package appliance
+package reconcile
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
-// passHistory is how many ended passes the reconciler remembers.
-const passHistory = 20
+// PassHistory is how many ended passes the reconciler remembers.
+const PassHistory = 20
 
 // PassState is where a reconcile pass stands.
 type PassState string
@@ -203,8 +203,8 @@ func (t *passTracker) abandon(p *passRun) {
 // lock must be held.
 func (t *passTracker) remember(p *passRun) {
 	t.history = append(t.history, p)
-	if len(t.history) > passHistory {
-		t.history = slices.Delete(t.history, 0, len(t.history)-passHistory)
+	if len(t.history) > PassHistory {
+		t.history = slices.Delete(t.history, 0, len(t.history)-PassHistory)
 	}
 	close(p.done)
 }
@@ -410,5 +410,5 @@ func (r *Reconciler) passOrJoin(ctx context.Context, trigger string) {
 		}
 		return
 	}
-	_, _ = r.passAs(ctx, trigger, "")
+	_, _ = r.PassAs(ctx, trigger, "")
 }
