@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 )
 
 // The BMC module, mounted at /bmc: theforeman/smart-proxy's
@@ -402,7 +404,7 @@ func (s *Server) bmcFail(w http.ResponseWriter, r *http.Request, rt bmcRoute, er
 // explain turns a broker error into the message a tenant reads, logging
 // it once at the level it deserves.
 func (s *Server) explain(r *http.Request, err error) string {
-	var ae *APIError
+	var ae *httpx.StatusError
 	switch {
 	case errors.As(err, &ae) && ae.Status == http.StatusUnauthorized:
 		s.log.Error("the appliance refused this proxy's broker token; check broker.token_file", "err", err)

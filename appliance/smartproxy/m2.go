@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/m2"
 )
 
@@ -130,7 +131,7 @@ func (s *Server) m2Do(w http.ResponseWriter, r *http.Request, fn func(*http.Requ
 		return
 	}
 	var h *halt
-	var ae *APIError
+	var ae *httpx.StatusError
 	switch {
 	case errors.As(err, &h):
 		writeJSONError(w, h.status, h.msg)

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
 )
 
 // The root module (theforeman/smart-proxy modules/root): which modules run
@@ -14,7 +16,7 @@ import (
 // advertised lists the modules a proxy configured by cfg runs, sorted as
 // /features lists them: m2 only when [m2] is enabled here and the
 // appliance's M2 backend is on.
-func advertised(cfg Config, id Identity) []string {
+func advertised(cfg Config, id brokerapi.Identity) []string {
 	if cfg.M2.Enabled && id.Features.M2 {
 		return []string{"bmc", "m2"}
 	}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -53,8 +54,8 @@ type Server struct {
 	now func() time.Time
 
 	mu      sync.Mutex
-	id      Identity  // from the broker, once known
-	idAt    time.Time // when id was last asked; zero until known
+	id      brokerapi.Identity // from the broker, once known
+	idAt    time.Time          // when id was last asked; zero until known
 	idKnown bool
 }
 
@@ -218,7 +219,7 @@ func (s *Server) tenantName(ctx context.Context) (string, error) {
 // identity returns what the broker says about this proxy's credential,
 // asked again once identityTTL has passed. When the broker cannot be asked,
 // the last answer stands; with none yet, the error says why.
-func (s *Server) identity(ctx context.Context) (Identity, error) {
+func (s *Server) identity(ctx context.Context) (brokerapi.Identity, error) {
 	s.mu.Lock()
 	id, at, known := s.id, s.idAt, s.idKnown
 	s.mu.Unlock()
@@ -240,7 +241,7 @@ func (s *Server) identity(ctx context.Context) (Identity, error) {
 			s.log.Warn("keeping the broker's last answer", "tenant", id.Tenant, "m2", id.Features.M2, "err", err)
 			return id, nil
 		}
-		return Identity{}, err
+		return brokerapi.Identity{}, err
 	}
 	s.mu.Lock()
 	s.id, s.idAt, s.idKnown = fresh, s.now(), true
