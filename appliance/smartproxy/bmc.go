@@ -410,15 +410,15 @@ func (s *Server) explain(r *http.Request, err error) string {
 		s.log.Error("the appliance refused this proxy's broker token; check broker.token_file", "err", err)
 		return "the appliance refused this smart-proxy's tenant credential"
 	case errors.As(err, &ae) && ae.Status < 500:
-		s.log.Info("refused by the appliance", "method", r.Method, "path", redactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
+		s.log.Info("refused by the appliance", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
 		return ae.Message
 	case errors.As(err, &ae):
-		s.log.Warn("the appliance failed", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.log.Warn("the appliance failed", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "err", err)
 		return ae.Message
 	case errors.Is(err, context.DeadlineExceeded):
-		s.log.Warn("the appliance did not answer in time", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.log.Warn("the appliance did not answer in time", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "err", err)
 		return "the appliance did not answer in time"
 	}
-	s.log.Warn("the appliance cannot be reached", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+	s.log.Warn("the appliance cannot be reached", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "err", err)
 	return "the appliance cannot be reached: " + err.Error()
 }

@@ -136,7 +136,7 @@ func (s *Server) m2Do(w http.ResponseWriter, r *http.Request, fn func(*http.Requ
 	case errors.As(err, &h):
 		writeJSONError(w, h.status, h.msg)
 	case errors.As(err, &ae) && ae.Status != http.StatusUnauthorized && ae.Status < 500:
-		s.log.Info("refused by the appliance", "method", r.Method, "path", redactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
+		s.log.Info("refused by the appliance", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
 		writeJSONError(w, ae.Status, ae.Message)
 	case errors.Is(err, context.DeadlineExceeded):
 		writeJSONError(w, http.StatusGatewayTimeout, s.explain(r, err))

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 )
 
 // The root module (theforeman/smart-proxy modules/root): which modules run
@@ -113,6 +114,6 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, msg string) {
 	if r.TLS != nil {
 		hint = "the client must present a certificate from [smart_proxy] ssl_ca_file whose CN is in [smart_proxy] trusted_hosts"
 	}
-	s.log.Warn("request refused", "method", r.Method, "path", redactPath(r.URL.Path), "remote", r.RemoteAddr, "why", msg, "hint", hint)
+	s.log.Warn("request refused", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "remote", r.RemoteAddr, "why", msg, "hint", hint)
 	writeHalt(w, r, &halt{http.StatusForbidden, msg})
 }
