@@ -4,11 +4,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,42 +15,58 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/audit"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/m2"
 )
 
 // Client calls one appliance's admin API.
 type Client struct {
-	base  string
-	token string
-	http  *http.Client
+	c httpx.Caller
 }
 
 // WithTimeout returns a copy of c whose requests may take up to d (image
 // uploads take longer than the default 30 s).
 func (c *Client) WithTimeout(d time.Duration) *Client {
 	cp := *c
-	cp.http = &http.Client{Timeout: d}
+	cp.c.HTTP = &http.Client{Timeout: d}
 	return &cp
 }
+
+// M2 returns a client of the appliance's M2 API (/m2/v1) with c's
+// address, token and timeout.
+func (c *Client) M2() *m2.Client { return m2.NewClient(c.c.Base, c.c.Token, c.c.HTTP) }
 
 // New returns a client of the API at baseURL (for example
 // http://127.0.0.1:8780) authenticating with token.
 func New(baseURL, token string) *Client {
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}
+	return &Client{c: httpx.Caller{Base: strings.TrimRight(baseURL, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}}
 }
 
-// Error is an error answer of the API.
+// Error is an error answer of the admin API: the answer's status and
+// message, with the fields it names. It unwraps to the *httpx.StatusError
+// it was read from.
 type Error struct {
 	Status  int
 	Message string
 	Fields  []string
 	// Conflict is the existing lease a refused lease collides with.
 	Conflict *Lease
+
+	answer *httpx.StatusError
 }
 
 // Error returns the API's message and the HTTP status.
 func (e *Error) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
+
+// Unwrap returns the answer the error was read from.
+func (e *Error) Unwrap() error {
+	if e.answer == nil {
+		return nil
+	}
+	return e.answer
+}
 
 // Lease is a lease with its state at the time of the answer.
 type Lease struct {
@@ -59,70 +74,33 @@ type Lease struct {
 	State lease.State `json:"state"`
 }
 
+// do sends in (if not nil) as JSON and decodes a JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	return c.send(req, out)
-}
-
-// send authenticates and sends req, decoding a JSON answer into out.
-func (c *Client) send(req *http.Request, out any) error {
-	_, err := c.sendStatus(req, out)
+	_, err := c.doStatus(ctx, method, path, in, out)
 	return err
 }
 
-// sendStatus is send that also returns the status of a successful answer.
-func (c *Client) sendStatus(req *http.Request, out any) (int, error) {
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return resp.StatusCode, decodeError(resp)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", req.Method, req.URL.Path, err)
-	}
-	if out != nil && resp.StatusCode != http.StatusNoContent {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: decode answer: %w", req.Method, req.URL.Path, err)
-		}
-	}
-	return resp.StatusCode, nil
+// doStatus is do that also returns the status of a successful answer.
+func (c *Client) doStatus(ctx context.Context, method, path string, in, out any) (int, error) {
+	status, err := c.c.DoStatus(ctx, method, path, in, out)
+	return status, apiError(err)
 }
 
-// decodeError turns an error answer into an *Error.
-func decodeError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var e struct {
-		Error    string   `json:"error"`
+// apiError reads the admin API's own fields from an error answer.
+func apiError(err error) error {
+	var se *httpx.StatusError
+	if !errors.As(err, &se) {
+		return err
+	}
+	e := &Error{Status: se.Status, Message: se.Message, answer: se}
+	var body struct {
 		Fields   []string `json:"fields"`
 		Conflict *Lease   `json:"conflict"`
 	}
-	if json.Unmarshal(b, &e) != nil || e.Error == "" {
-		e.Error = strings.TrimSpace(string(b))
-		if e.Error == "" {
-			e.Error = http.StatusText(resp.StatusCode)
-		}
+	if json.Unmarshal(se.Body, &body) == nil {
+		e.Fields, e.Conflict = body.Fields, body.Conflict
 	}
-	return &Error{Status: resp.StatusCode, Message: e.Error, Fields: e.Fields, Conflict: e.Conflict}
+	return e
 }
 
 // NodeSpec is what registering a node takes.

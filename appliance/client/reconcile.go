@@ -65,11 +65,7 @@ type StepRun struct {
 // started is false when the answer is a pass that was already running
 // (the appliance never runs two). Follow it with ReconcilePass.
 func (c *Client) Reconcile(ctx context.Context) (p Pass, started bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/api/v1/reconcile", nil)
-	if err != nil {
-		return p, false, err
-	}
-	status, err := c.sendStatus(req, &p)
+	status, err := c.doStatus(ctx, http.MethodPost, "/api/v1/reconcile", nil, &p)
 	return p, status == http.StatusAccepted, err
 }
 

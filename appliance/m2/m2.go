@@ -1,6 +1,7 @@
 // Package m2 holds the types of Malleable's M2 storage API: golden images,
 // per-project disks cloned from them, snapshots, and the iSCSI targets nodes
-// boot from. The backend is appliance/m2/server.
+// boot from — and the one Go client of that API. The backend is
+// appliance/m2/server.
 package m2
 
 import (

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 )
 
 // The BMC module, mounted at /bmc: theforeman/smart-proxy's
@@ -402,21 +404,21 @@ func (s *Server) bmcFail(w http.ResponseWriter, r *http.Request, rt bmcRoute, er
 // explain turns a broker error into the message a tenant reads, logging
 // it once at the level it deserves.
 func (s *Server) explain(r *http.Request, err error) string {
-	var ae *APIError
+	var ae *httpx.StatusError
 	switch {
 	case errors.As(err, &ae) && ae.Status == http.StatusUnauthorized:
 		s.log.Error("the appliance refused this proxy's broker token; check broker.token_file", "err", err)
 		return "the appliance refused this smart-proxy's tenant credential"
 	case errors.As(err, &ae) && ae.Status < 500:
-		s.log.Info("refused by the appliance", "method", r.Method, "path", redactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
+		s.log.Info("refused by the appliance", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
 		return ae.Message
 	case errors.As(err, &ae):
-		s.log.Warn("the appliance failed", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.log.Warn("the appliance failed", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "err", err)
 		return ae.Message
 	case errors.Is(err, context.DeadlineExceeded):
-		s.log.Warn("the appliance did not answer in time", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+		s.log.Warn("the appliance did not answer in time", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "err", err)
 		return "the appliance did not answer in time"
 	}
-	s.log.Warn("the appliance cannot be reached", "method", r.Method, "path", redactPath(r.URL.Path), "err", err)
+	s.log.Warn("the appliance cannot be reached", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "err", err)
 	return "the appliance cannot be reached: " + err.Error()
 }

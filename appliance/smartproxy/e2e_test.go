@@ -218,7 +218,7 @@ func newTenantProxy(t testing.TB, a *applianceRig, tenant string, log *slog.Logg
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Broker: c, Storage: c, Logger: log.With("proxy", tenant)})
+	srv, err := New(cfg, Options{Broker: c.Broker, Storage: c.M2, Logger: log.With("proxy", tenant)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestEndToEndCredentials(t *testing.T) {
 	a := newApplianceRig(t, time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC), 0, log)
 	p := newTenantProxy(t, a, "acme", log)
 	bad := NewClient(a.url, "mlb_not-a-real-token-at-all", nil)
-	srv, err := New(p.h.cfg, Options{Broker: bad, Storage: bad})
+	srv, err := New(p.h.cfg, Options{Broker: bad.Broker, Storage: bad.M2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestEndToEndCredentials(t *testing.T) {
 	expect(t, "status with a refused token", s, b, 400, "the appliance refused this smart-proxy's tenant credential")
 	s, b = p.json("GET", "/m2/disks", "")
 	expect(t, "M2 with a refused token", s, b, 502, "the appliance refused this smart-proxy's tenant credential")
-	if _, err := Health(context.Background(), Config{Proxy: ProxyConfig{HTTPSListen: strings.TrimPrefix(p.h.ts.URL, "https://")}, Broker: BrokerConfig{URL: a.url}}, bad); err == nil ||
+	if _, err := Health(context.Background(), Config{Proxy: ProxyConfig{HTTPSListen: strings.TrimPrefix(p.h.ts.URL, "https://")}, Broker: BrokerConfig{URL: a.url}}, bad.Broker); err == nil ||
 		!strings.Contains(err.Error(), "does not take its credential") {
 		t.Errorf("Health with a refused token: %v", err)
 	}

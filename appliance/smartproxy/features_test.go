@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
 )
 
 // TestFeaturesFollowApplianceM2: the proxy advertises m2 in /features,
@@ -50,7 +52,7 @@ func TestFeaturesFollowApplianceM2(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg, err := Health(context.Background(), cfg, c)
+			msg, err := Health(context.Background(), cfg, c.Broker)
 			if err != nil || !strings.Contains(msg, "serves "+strings.NewReplacer(`"`, "", ",", " ").Replace(tc.features)) {
 				t.Errorf("health = %q, %v", msg, err)
 			}
@@ -66,12 +68,12 @@ type flakyBroker struct {
 	calls int
 }
 
-func (b *flakyBroker) Whoami(ctx context.Context) (Identity, error) {
+func (b *flakyBroker) Whoami(ctx context.Context) (brokerapi.Identity, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls++
 	if b.calls <= b.fails {
-		return Identity{}, errors.New("dial tcp 127.0.0.1:8780: connect: connection refused")
+		return brokerapi.Identity{}, errors.New("dial tcp 127.0.0.1:8780: connect: connection refused")
 	}
 	return b.fakeBroker.Whoami(ctx)
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/m2"
 )
 
@@ -166,7 +168,7 @@ func newFakeBroker() *fakeBroker {
 		{name: "node-2", bmc: "10.0.0.6", held: true},
 		{name: "node-3", bmc: "10.0.0.7", on: true, next: &nextLease},
 		{name: "node-4", bmc: "10.0.0.8", on: true},
-		{name: "node-9", bmc: "10.0.0.9", held: true, fail: &APIError{Status: 502, Message: "node node-9: power control failed: no answer from the BMC"}},
+		{name: "node-9", bmc: "10.0.0.9", held: true, fail: &brokerapi.Error{StatusError: httpx.StatusError{Status: 502, Message: "node node-9: power control failed: no answer from the BMC"}}},
 		{name: "node-10", bmc: "10.0.0.10", held: true, hang: true},
 	}}
 }
@@ -183,7 +185,7 @@ func (b *fakeBroker) find(ctx context.Context, ref string) (*fakeNode, error) {
 	b.mu.Unlock()
 	switch {
 	case found == nil:
-		return nil, &APIError{Status: 404, Message: fmt.Sprintf("node %q is not leased to %s", ref, tenant)}
+		return nil, &brokerapi.Error{StatusError: httpx.StatusError{Status: 404, Message: fmt.Sprintf("node %q is not leased to %s", ref, tenant)}}
 	case found.hang:
 		<-ctx.Done()
 		return nil, fmt.Errorf("GET /broker/v1/nodes/%s/power: %w", ref, ctx.Err())
@@ -199,35 +201,35 @@ func refusal(n *fakeNode) error {
 	} else {
 		msg += " and has no lease of it ahead"
 	}
-	return &APIError{Status: 403, Message: msg, NextLeaseStart: n.next}
+	return &brokerapi.Error{StatusError: httpx.StatusError{Status: 403, Message: msg}, NextLeaseStart: n.next}
 }
 
-func (b *fakeBroker) Whoami(context.Context) (Identity, error) {
+func (b *fakeBroker) Whoami(context.Context) (brokerapi.Identity, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return Identity{Tenant: tenant, Features: Features{M2: !b.noM2}}, nil
+	return brokerapi.Identity{Tenant: tenant, Features: brokerapi.Features{M2: !b.noM2}}, nil
 }
 
-func (b *fakeBroker) Nodes(context.Context) ([]Lease, error) {
+func (b *fakeBroker) Nodes(context.Context) ([]brokerapi.Lease, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []Lease
+	var out []brokerapi.Lease
 	for _, n := range b.nodes {
 		if n.held || n.next != nil {
-			out = append(out, Lease{Node: n.name, BMCAddress: n.bmc, MACs: []string{"52:54:00:00:00:0" + n.name[len(n.name)-1:]}, State: "active"})
+			out = append(out, brokerapi.Lease{Node: n.name, BMCAddress: n.bmc, MACs: []string{"52:54:00:00:00:0" + n.name[len(n.name)-1:]}, State: "active"})
 		}
 	}
 	return out, nil
 }
 
-func (b *fakeBroker) PowerStatus(ctx context.Context, ref string) (Power, error) {
+func (b *fakeBroker) PowerStatus(ctx context.Context, ref string) (brokerapi.Power, error) {
 	n, err := b.find(ctx, ref)
 	if err != nil {
-		return Power{}, err
+		return brokerapi.Power{}, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	p := Power{Node: n.name, Power: "off", Held: n.held, NextLeaseStart: n.next}
+	p := brokerapi.Power{Node: n.name, Power: "off", Held: n.held, NextLeaseStart: n.next}
 	if n.held && n.on {
 		p.Power = "on"
 	}
@@ -289,7 +291,7 @@ func newStubStorage() *stubStorage { return &stubStorage{disks: map[string]m2.Di
 
 func (s *stubStorage) own(project string) error {
 	if project != tenant {
-		return &APIError{Status: 404, Message: fmt.Sprintf("project %q: not found", project)}
+		return &httpx.StatusError{Status: 404, Message: fmt.Sprintf("project %q: not found", project)}
 	}
 	return nil
 }
@@ -319,7 +321,7 @@ func (s *stubStorage) Disk(_ context.Context, project, name string) (m2.Disk, er
 	defer s.mu.Unlock()
 	d, ok := s.disks[name]
 	if !ok {
-		return d, &APIError{Status: 404, Message: fmt.Sprintf("disk %s/%s: not found", project, name)}
+		return d, &httpx.StatusError{Status: 404, Message: fmt.Sprintf("disk %s/%s: not found", project, name)}
 	}
 	return d, nil
 }
@@ -329,15 +331,15 @@ func (s *stubStorage) CreateDisk(_ context.Context, project, name, image, snapsh
 		return m2.Disk{}, err
 	}
 	if err := m2.ValidateDiskName("disk", name); err != nil {
-		return m2.Disk{}, &APIError{Status: 400, Message: err.Error()}
+		return m2.Disk{}, &httpx.StatusError{Status: 400, Message: err.Error()}
 	}
 	if (image == "") == (snapshot == "") {
-		return m2.Disk{}, &APIError{Status: 400, Message: "bad request: give exactly one of image or snapshot"}
+		return m2.Disk{}, &httpx.StatusError{Status: 400, Message: "bad request: give exactly one of image or snapshot"}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.disks[name]; ok {
-		return m2.Disk{}, &APIError{Status: 409, Message: fmt.Sprintf("disk %s/%s: already exists", project, name)}
+		return m2.Disk{}, &httpx.StatusError{Status: 409, Message: fmt.Sprintf("disk %s/%s: already exists", project, name)}
 	}
 	src := "image:" + image
 	if snapshot != "" {
@@ -365,7 +367,7 @@ func (s *stubStorage) Attach(_ context.Context, project, disk, node string) (m2.
 		return m2.Attachment{}, err
 	}
 	if node != "node-1" && node != "node-2" {
-		return m2.Attachment{}, &APIError{Status: 403, Message: "forbidden: node " + node + " is not held by " + project}
+		return m2.Attachment{}, &httpx.StatusError{Status: 403, Message: "forbidden: node " + node + " is not held by " + project}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -388,7 +390,7 @@ func (s *stubStorage) DiskBootScript(_ context.Context, project, disk string) ([
 
 func (s *stubStorage) BootScript(_ context.Context, token string) ([]byte, error) {
 	if token != stubToken {
-		return nil, &APIError{Status: 404, Message: "no boot script for this token"}
+		return nil, &httpx.StatusError{Status: 404, Message: "no boot script for this token"}
 	}
 	return []byte("#!ipxe\nset username m2-d1\nset password s3cret\nsanboot --keep iscsi:192.0.2.10::3260:1:iqn.2026-11.io.malleable:acme.web1\n"), nil
 }

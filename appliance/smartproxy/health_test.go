@@ -4,13 +4,16 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 )
 
 // deadBroker refuses the proxy's credential.
 type deadBroker struct{ *fakeBroker }
 
-func (deadBroker) Whoami(context.Context) (Identity, error) {
-	return Identity{}, &APIError{Status: 401, Message: "missing or invalid tenant token"}
+func (deadBroker) Whoami(context.Context) (brokerapi.Identity, error) {
+	return brokerapi.Identity{}, &brokerapi.Error{StatusError: httpx.StatusError{Status: 401, Message: "missing or invalid tenant token"}}
 }
 
 func TestHealth(t *testing.T) {

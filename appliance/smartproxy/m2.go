@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/m2"
 )
 
@@ -130,12 +131,12 @@ func (s *Server) m2Do(w http.ResponseWriter, r *http.Request, fn func(*http.Requ
 		return
 	}
 	var h *halt
-	var ae *APIError
+	var ae *httpx.StatusError
 	switch {
 	case errors.As(err, &h):
 		writeJSONError(w, h.status, h.msg)
 	case errors.As(err, &ae) && ae.Status != http.StatusUnauthorized && ae.Status < 500:
-		s.log.Info("refused by the appliance", "method", r.Method, "path", redactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
+		s.log.Info("refused by the appliance", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "status", ae.Status, "why", ae.Message)
 		writeJSONError(w, ae.Status, ae.Message)
 	case errors.Is(err, context.DeadlineExceeded):
 		writeJSONError(w, http.StatusGatewayTimeout, s.explain(r, err))

@@ -132,7 +132,7 @@ func TestRealBootFromDisk(t *testing.T) {
 	a := newRealAppliance(t, realConfig{start: t0.Add(-time.Minute), sims: map[string]*bmctest.Sim{"node-1": sim1, "node-2": sim2},
 		portal: fmt.Sprintf("10.0.2.2:%d", tgtd.Portal().Port()), targets: tgtd.Driver(), log: log.With("side", "appliance")})
 	const marker = "M2-SANBOOT-OK node-1 globex"
-	if _, err := a.admin.ImportImage(ctx, "golden", boottest.GoldenImage(t, "", 64<<20, marker)); err != nil {
+	if _, err := a.admin.M2().ImportImage(ctx, "golden", boottest.GoldenImage(t, "", 64<<20, marker)); err != nil {
 		t.Fatal(err)
 	}
 	acme, globex := newTenantProxy(t, a, "acme", log), newTenantProxy(t, a, "globex", log)

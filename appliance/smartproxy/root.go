@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 )
 
 // The root module (theforeman/smart-proxy modules/root): which modules run
@@ -14,7 +17,7 @@ import (
 // advertised lists the modules a proxy configured by cfg runs, sorted as
 // /features lists them: m2 only when [m2] is enabled here and the
 // appliance's M2 backend is on.
-func advertised(cfg Config, id Identity) []string {
+func advertised(cfg Config, id brokerapi.Identity) []string {
 	if cfg.M2.Enabled && id.Features.M2 {
 		return []string{"bmc", "m2"}
 	}
@@ -111,6 +114,6 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, msg string) {
 	if r.TLS != nil {
 		hint = "the client must present a certificate from [smart_proxy] ssl_ca_file whose CN is in [smart_proxy] trusted_hosts"
 	}
-	s.log.Warn("request refused", "method", r.Method, "path", redactPath(r.URL.Path), "remote", r.RemoteAddr, "why", msg, "hint", hint)
+	s.log.Warn("request refused", "method", r.Method, "path", httpx.RedactPath(r.URL.Path), "remote", r.RemoteAddr, "why", msg, "hint", hint)
 	writeHalt(w, r, &halt{http.StatusForbidden, msg})
 }

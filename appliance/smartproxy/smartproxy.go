@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -53,8 +55,8 @@ type Server struct {
 	now func() time.Time
 
 	mu      sync.Mutex
-	id      Identity  // from the broker, once known
-	idAt    time.Time // when id was last asked; zero until known
+	id      brokerapi.Identity // from the broker, once known
+	idAt    time.Time          // when id was last asked; zero until known
 	idKnown bool
 }
 
@@ -218,7 +220,7 @@ func (s *Server) tenantName(ctx context.Context) (string, error) {
 // identity returns what the broker says about this proxy's credential,
 // asked again once identityTTL has passed. When the broker cannot be asked,
 // the last answer stands; with none yet, the error says why.
-func (s *Server) identity(ctx context.Context) (Identity, error) {
+func (s *Server) identity(ctx context.Context) (brokerapi.Identity, error) {
 	s.mu.Lock()
 	id, at, known := s.id, s.idAt, s.idKnown
 	s.mu.Unlock()
@@ -240,7 +242,7 @@ func (s *Server) identity(ctx context.Context) (Identity, error) {
 			s.log.Warn("keeping the broker's last answer", "tenant", id.Tenant, "m2", id.Features.M2, "err", err)
 			return id, nil
 		}
-		return Identity{}, err
+		return brokerapi.Identity{}, err
 	}
 	s.mu.Lock()
 	s.id, s.idAt, s.idKnown = fresh, s.now(), true
@@ -251,57 +253,12 @@ func (s *Server) identity(ctx context.Context) (Identity, error) {
 	return fresh, nil
 }
 
-// statusWriter remembers the status a handler answered.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
 // logged logs every request at info, as Foreman's own proxy does: method,
-// path (never the query, which may carry credentials), status, duration,
-// the client certificate's CN and Foreman's request id.
+// path (boot tokens redacted, never the query, which may carry
+// credentials), status, duration, the client certificate's CN and
+// Foreman's request id.
 func (s *Server) logged(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		var cn string
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			cn = r.TLS.PeerCertificates[0].Subject.CommonName
-		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("method", r.Method),
-			slog.String("path", redactPath(r.URL.Path)), slog.Int("status", sw.status),
-			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-			slog.String("client_cn", cn), slog.String("remote", r.RemoteAddr),
-			slog.String("request_id", r.Header.Get("X-Request-Id")))
-	})
-}
-
-// redactPath hides boot tokens, which are credentials, from logs and errors.
-func redactPath(p string) string {
-	for _, prefix := range []string{"/m2/v1/boot/", "/m2/boot/"} {
-		if strings.HasPrefix(p, prefix) {
-			return prefix + "<token>"
-		}
-	}
-	return p
+	return httpx.Logged(s.log, slog.LevelInfo, next)
 }
 
 // Addrs are the addresses a running Server listens on; empty when off.

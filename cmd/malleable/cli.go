@@ -14,6 +14,7 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance"
 	"github.com/malleable-cloud/malleable/appliance/client"
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 )
 
 // conn holds the flags every admin CLI command shares: where the appliance
@@ -146,7 +147,7 @@ func runGroupTimeout(ctx context.Context, e env, group string, cmds map[string]*
 // explain turns API errors into messages for a person at a terminal, and
 // says what to do when no appliance answers at server.
 func explain(server string, err error) error {
-	var ae *client.Error
+	var ae *httpx.StatusError
 	switch {
 	case errors.As(err, &ae):
 		return fmt.Errorf("%s (HTTP %d)", ae.Message, ae.Status)

@@ -56,7 +56,7 @@ func cmdImage(ctx context.Context, e env, args []string) error {
 					if aerr != nil {
 						return aerr
 					}
-					img, err = c.WithTimeout(time.Hour).ImportImage(ctx, args[0], abs)
+					img, err = c.WithTimeout(time.Hour).M2().ImportImage(ctx, args[0], abs)
 				default:
 					f, oerr := os.Open(upload)
 					if oerr != nil {
@@ -68,7 +68,7 @@ func cmdImage(ctx context.Context, e env, args []string) error {
 						return serr
 					}
 					fmt.Fprintf(e.stderr, "uploading %s (%s)...\n", upload, humanBytes(fi.Size()))
-					img, err = c.WithTimeout(time.Hour).UploadImage(ctx, args[0], f, fi.Size())
+					img, err = c.WithTimeout(time.Hour).M2().UploadImage(ctx, args[0], f, fi.Size())
 				}
 				if err != nil {
 					return err
@@ -79,7 +79,7 @@ func cmdImage(ctx context.Context, e env, args []string) error {
 		"list": {
 			usage: "image list",
 			run: func(ctx context.Context, c *client.Client, out *printer, _ []string) error {
-				imgs, err := c.Images(ctx)
+				imgs, err := c.M2().Images(ctx)
 				if err != nil {
 					return err
 				}
@@ -90,7 +90,7 @@ func cmdImage(ctx context.Context, e env, args []string) error {
 			usage: "image rm NAME",
 			nargs: 1,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				if err := c.RemoveImage(ctx, args[0]); err != nil {
+				if err := c.M2().RemoveImage(ctx, args[0]); err != nil {
 					return err
 				}
 				fmt.Fprintf(out.w, "image %s removed\n", args[0])
@@ -122,7 +122,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 				fs.StringVar(&snapshot, "snapshot", "", "one of the project's snapshots to clone")
 			},
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				d, err := c.CreateDisk(ctx, args[0], args[1], image, snapshot)
+				d, err := c.M2().CreateDisk(ctx, args[0], args[1], image, snapshot)
 				if err != nil {
 					return err
 				}
@@ -133,7 +133,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 			usage: "disk list PROJECT",
 			nargs: 1,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				ds, err := c.Disks(ctx, args[0])
+				ds, err := c.M2().Disks(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -144,7 +144,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 			usage: "disk show PROJECT NAME",
 			nargs: 2,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				d, err := c.Disk(ctx, args[0], args[1])
+				d, err := c.M2().Disk(ctx, args[0], args[1])
 				if err != nil {
 					return err
 				}
@@ -155,7 +155,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 			usage: "disk rm PROJECT NAME",
 			nargs: 2,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				if err := c.DeleteDisk(ctx, args[0], args[1]); err != nil {
+				if err := c.M2().DeleteDisk(ctx, args[0], args[1]); err != nil {
 					return err
 				}
 				fmt.Fprintf(out.w, "disk %s/%s removed\n", args[0], args[1])
@@ -170,7 +170,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 				if node == "" {
 					return usagef("disk attach: --node is required")
 				}
-				a, err := c.AttachDisk(ctx, args[0], args[1], node)
+				a, err := c.M2().Attach(ctx, args[0], args[1], node)
 				if err != nil {
 					return err
 				}
@@ -184,7 +184,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 			usage: "disk detach PROJECT NAME",
 			nargs: 2,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				if err := c.DetachDisk(ctx, args[0], args[1]); err != nil {
+				if err := c.M2().Detach(ctx, args[0], args[1]); err != nil {
 					return err
 				}
 				fmt.Fprintf(out.w, "disk %s/%s detached\n", args[0], args[1])
@@ -195,19 +195,19 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 			usage: "disk boot-script PROJECT NAME",
 			nargs: 2,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				s, err := c.DiskBootScript(ctx, args[0], args[1])
+				s, err := c.M2().DiskBootScript(ctx, args[0], args[1])
 				if err != nil {
 					return err
 				}
-				fmt.Fprint(out.w, s)
-				return nil
+				_, err = out.w.Write(s)
+				return err
 			},
 		},
 		"snapshot": {
 			usage: "disk snapshot PROJECT DISK SNAPSHOT-NAME",
 			nargs: 3,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				s, err := c.CreateSnapshot(ctx, args[0], args[1], args[2])
+				s, err := c.M2().CreateSnapshot(ctx, args[0], args[1], args[2])
 				if err != nil {
 					return err
 				}
@@ -218,7 +218,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 			usage: "disk snapshots PROJECT",
 			nargs: 1,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				ss, err := c.Snapshots(ctx, args[0])
+				ss, err := c.M2().Snapshots(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -229,7 +229,7 @@ func cmdDisk(ctx context.Context, e env, args []string) error {
 			usage: "disk rm-snapshot PROJECT SNAPSHOT-NAME",
 			nargs: 2,
 			run: func(ctx context.Context, c *client.Client, out *printer, args []string) error {
-				if err := c.RemoveSnapshot(ctx, args[0], args[1]); err != nil {
+				if err := c.M2().RemoveSnapshot(ctx, args[0], args[1]); err != nil {
 					return err
 				}
 				fmt.Fprintf(out.w, "snapshot %s/%s removed\n", args[0], args[1])

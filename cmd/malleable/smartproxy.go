@@ -129,7 +129,7 @@ func cmdSmartProxy(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := smartproxy.New(cfg, smartproxy.Options{Logger: log, Broker: c, Storage: c, Version: version})
+	srv, err := smartproxy.New(cfg, smartproxy.Options{Logger: log, Broker: c.Broker, Storage: c.M2, Version: version})
 	if err != nil {
 		return err
 	}
@@ -163,7 +163,7 @@ func cmdSmartProxyHealth(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("smart-proxy unhealthy: %w", err)
 	}
-	msg, err := smartproxy.Health(ctx, cfg, c)
+	msg, err := smartproxy.Health(ctx, cfg, c.Broker)
 	if err != nil {
 		return fmt.Errorf("smart-proxy unhealthy: %w", err)
 	}

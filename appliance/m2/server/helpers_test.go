@@ -152,10 +152,19 @@ func (e *env) send(method, path, caller string, body any) (int, []byte, error) {
 
 // roundTrip sends one request and returns the status, body and headers.
 // Redirects are not followed, so a test sees what the router answered.
+// typedBody is a request body sent with its Content-Type.
+type typedBody struct {
+	contentType string
+	body        []byte
+}
+
 func (e *env) roundTrip(method, path, caller string, body any) (int, []byte, http.Header, error) {
 	var r io.Reader
+	var ct string
 	switch b := body.(type) {
 	case nil:
+	case typedBody:
+		r, ct = bytes.NewReader(b.body), b.contentType
 	case []byte:
 		r = bytes.NewReader(b)
 	case io.Reader:
@@ -173,6 +182,9 @@ func (e *env) roundTrip(method, path, caller string, body any) (int, []byte, htt
 	}
 	if caller != "" {
 		req.Header.Set(callerHeader, caller)
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
 	}
 	client := *e.srv.Client()
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

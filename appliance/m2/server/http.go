@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/m2"
 )
 
@@ -61,12 +60,9 @@ type AuditRecord struct {
 func Handler(c HandlerConfig) http.Handler {
 	r := mux.NewRouter()
 	Register(r, c)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "no such route")
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed on this route")
-	})
+	rs := httpx.Responder{Log: c.Logger}
+	r.NotFoundHandler = rs.NotFound()
+	r.MethodNotAllowedHandler = rs.MethodNotAllowed()
 	return r
 }
 
@@ -76,6 +72,7 @@ func Register(r *mux.Router, c HandlerConfig) {
 	if h.Logger == nil {
 		h.Logger = slog.New(slog.DiscardHandler)
 	}
+	h.rs = httpx.Responder{Log: h.Logger, Classify: h.classify}
 	h.Timeouts = h.Timeouts.orDefaults()
 	add := func(method, path string, fn handlerFunc, rt route) {
 		r.Handle(Prefix+path, h.wrap(fn, rt)).Methods(method)
@@ -114,19 +111,22 @@ type call struct {
 
 type handlerFunc func(http.ResponseWriter, *http.Request, *call) error
 
-type handler struct{ HandlerConfig }
+type handler struct {
+	HandlerConfig
+	rs httpx.Responder
+}
 
 var errForbidden = errors.New("forbidden")
 
 func (h *handler) wrap(fn handlerFunc, rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h.Backend == nil {
-			writeError(w, http.StatusServiceUnavailable, "M2 storage is not enabled ([m2] enabled)")
+			httpx.WriteError(w, httpx.Errorf(http.StatusServiceUnavailable, "M2 storage is not enabled ([m2] enabled)"))
 			return
 		}
 		caller, ok := h.Authorize(r)
 		if !ok {
-			writeError(w, http.StatusUnauthorized, "missing or invalid credentials")
+			httpx.WriteError(w, httpx.Errorf(http.StatusUnauthorized, "missing or invalid credentials"))
 			return
 		}
 		if rt.long != 0 {
@@ -151,29 +151,12 @@ func (h *handler) wrap(fn handlerFunc, rt route) http.Handler {
 		}
 		status := 0
 		if err != nil {
-			status = h.answerError(w, r, err)
+			status = h.rs.Answer(w, r, err)
 		}
 		if rt.action != "" && h.Audit != nil {
 			h.Audit(r, AuditRecord{Action: rt.action, Target: c.target, Detail: c.detail, Status: status, Err: err})
 		}
 	})
-}
-
-// answerError writes the answer to a failed request and returns its
-// status. Only unexpected failures are logged, once, here.
-func (h *handler) answerError(w http.ResponseWriter, r *http.Request, err error) int {
-	status := statusOf(err)
-	switch {
-	case status == http.StatusGatewayTimeout:
-		h.Logger.Warn("m2 request past its deadline", "method", r.Method, "path", r.URL.Path, "timeout", h.Timeouts.Operation, "err", err)
-		writeError(w, status, fmt.Sprintf("not finished within the operation deadline of %s; nothing was kept", h.Timeouts.Operation))
-	case status >= 500:
-		h.Logger.Error("m2 request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, status, "internal error; see the appliance log")
-	default:
-		writeError(w, status, err.Error())
-	}
-	return status
 }
 
 // targetOf names what a request acts on from its path, for the audit log.
@@ -202,60 +185,41 @@ func auditName(s string) string {
 	return s
 }
 
-func statusOf(err error) int {
+// classify maps M2's domain errors to their answers: a refusal carries
+// the whole error as its message; failures other than a missed deadline
+// are left to the Responder (500, logged once).
+func (h *handler) classify(err error) *httpx.Error {
+	status := http.StatusInternalServerError
 	switch {
 	case errors.Is(err, errForbidden):
-		return http.StatusForbidden
+		status = http.StatusForbidden
 	case errors.Is(err, m2.ErrNotFound):
-		return http.StatusNotFound
+		status = http.StatusNotFound
 	case errors.Is(err, m2.ErrExists), errors.Is(err, m2.ErrInUse):
-		return http.StatusConflict
+		status = http.StatusConflict
 	case errors.Is(err, m2.ErrInvalid), errors.Is(err, errBadRequest):
-		return http.StatusBadRequest
+		status = http.StatusBadRequest
 	case errors.Is(err, errTransferTimeout):
-		return http.StatusRequestTimeout
+		status = http.StatusRequestTimeout
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout
+		return httpx.Errorf(http.StatusGatewayTimeout, "not finished within the operation deadline of %s; nothing was kept", h.Timeouts.Operation)
+	default:
+		return nil
 	}
-	return http.StatusInternalServerError
+	return &httpx.Error{Status: status, Message: err.Error()}
 }
 
 var errBadRequest = errors.New("bad request")
 
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-func decode(w http.ResponseWriter, r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return fmt.Errorf("%w: body must be application/json", errBadRequest)
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return fmt.Errorf("%w: body: %v", errBadRequest, strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: body: unexpected data after the JSON object", errBadRequest)
-	}
-	return nil
-}
+// maxBody bounds a JSON request body of the M2 API.
+const maxBody = 64 << 10
 
 func (h *handler) listImages(w http.ResponseWriter, r *http.Request, c *call) error {
 	imgs, err := h.Backend.Images(r.Context())
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, imgs)
+	httpx.WriteJSON(w, http.StatusOK, imgs)
 	return nil
 }
 
@@ -264,7 +228,7 @@ func (h *handler) getImage(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, img)
+	httpx.WriteJSON(w, http.StatusOK, img)
 	return nil
 }
 
@@ -274,7 +238,7 @@ func (h *handler) importImageFile(w http.ResponseWriter, r *http.Request, c *cal
 		Name string `json:"name"`
 		Path string `json:"path"`
 	}
-	if err := decode(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, maxBody); err != nil {
 		return err
 	}
 	c.target, c.detail = "image/"+auditName(req.Name), "from a file on the appliance"
@@ -285,7 +249,7 @@ func (h *handler) importImageFile(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, img)
+	httpx.WriteJSON(w, http.StatusCreated, img)
 	return nil
 }
 
@@ -299,7 +263,7 @@ func (h *handler) uploadImage(w http.ResponseWriter, r *http.Request, c *call) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, img)
+	httpx.WriteJSON(w, http.StatusCreated, img)
 	return nil
 }
 
@@ -316,7 +280,7 @@ func (h *handler) listDisks(w http.ResponseWriter, r *http.Request, c *call) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ds)
+	httpx.WriteJSON(w, http.StatusOK, ds)
 	return nil
 }
 
@@ -328,7 +292,7 @@ func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, c *call) er
 		Image    string `json:"image"`
 		Snapshot string `json:"snapshot"`
 	}
-	if err := decode(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, maxBody); err != nil {
 		return err
 	}
 	c.target = targetOf(map[string]string{"project": mux.Vars(r)["project"], "disk": req.Name})
@@ -344,7 +308,7 @@ func (h *handler) createDisk(w http.ResponseWriter, r *http.Request, c *call) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, d)
+	httpx.WriteJSON(w, http.StatusCreated, d)
 	return nil
 }
 
@@ -354,7 +318,7 @@ func (h *handler) getDisk(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	httpx.WriteJSON(w, http.StatusOK, d)
 	return nil
 }
 
@@ -371,7 +335,7 @@ func (h *handler) attach(w http.ResponseWriter, r *http.Request, c *call) error 
 	var req struct {
 		Node string `json:"node"`
 	}
-	if err := decode(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, maxBody); err != nil {
 		return err
 	}
 	v := mux.Vars(r)
@@ -385,7 +349,7 @@ func (h *handler) attach(w http.ResponseWriter, r *http.Request, c *call) error 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	httpx.WriteJSON(w, http.StatusOK, a)
 	return nil
 }
 
@@ -413,7 +377,7 @@ func (h *handler) diskBootScript(w http.ResponseWriter, r *http.Request, c *call
 // with every attach, and dies on detach.
 func (h *handler) bootByToken(w http.ResponseWriter, r *http.Request) {
 	if h.Backend == nil {
-		writeError(w, http.StatusNotFound, "no boot script for this token")
+		httpx.WriteError(w, httpx.Errorf(http.StatusNotFound, "no boot script for this token"))
 		return
 	}
 	s, project, node, err := h.Backend.BootScript(r.Context(), mux.Vars(r)["token"])
@@ -421,11 +385,11 @@ func (h *handler) bootByToken(w http.ResponseWriter, r *http.Request) {
 		err = h.BootAllowed(r.Context(), project, node)
 	}
 	if err != nil {
-		if statusOf(err) >= 500 {
+		if h.rs.Resolve(err).Status >= 500 {
 			h.Logger.Error("boot script failed", "err", err)
 		}
 		// One answer for every refusal: a token prober learns nothing.
-		writeError(w, http.StatusNotFound, "no boot script for this token")
+		httpx.WriteError(w, httpx.Errorf(http.StatusNotFound, "no boot script for this token"))
 		return
 	}
 	writeScript(w, s)
@@ -442,7 +406,7 @@ func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request, c *call
 	var req struct {
 		Name string `json:"name"`
 	}
-	if err := decode(w, r, &req); err != nil {
+	if err := httpx.DecodeJSON(w, r, &req, maxBody); err != nil {
 		return err
 	}
 	v := mux.Vars(r)
@@ -452,7 +416,7 @@ func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request, c *call
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, s)
+	httpx.WriteJSON(w, http.StatusCreated, s)
 	return nil
 }
 
@@ -461,7 +425,7 @@ func (h *handler) listSnapshots(w http.ResponseWriter, r *http.Request, c *call)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ss)
+	httpx.WriteJSON(w, http.StatusOK, ss)
 	return nil
 }
 
