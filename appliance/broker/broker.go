@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/malleable-cloud/malleable/appliance/audit"
+	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
@@ -194,8 +195,7 @@ func refTarget(ref string) string {
 // so that a smart-proxy advertises to Foreman only what the appliance
 // serves (m2 only while the M2 backend is on).
 func (b *Broker) whoami(w http.ResponseWriter, r *http.Request) error {
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"tenant": Tenant(r.Context()),
-		"features": map[string]bool{"m2": b.m2}})
+	httpx.WriteJSON(w, http.StatusOK, brokerapi.Identity{Tenant: Tenant(r.Context()), Features: brokerapi.Features{M2: b.m2}})
 	return nil
 }
 
@@ -293,19 +293,6 @@ func (a access) refusal(tenant string) error {
 	return &httpx.Error{Status: http.StatusForbidden, Message: msg, Extra: extra}
 }
 
-// brokerNode is one entry of GET /broker/v1/nodes: what a tenant may know
-// of a node it leases. BMCAddress is the node's tenant-facing address, the
-// one its Foreman stores; the real BMC's address, port and user never
-// reach a tenant.
-type brokerNode struct {
-	Node       string    `json:"node"`
-	BMCAddress string    `json:"bmc_address,omitempty"`
-	MACs       []string  `json:"macs"`
-	Start      time.Time `json:"start"`
-	End        time.Time `json:"end"`
-	State      string    `json:"state"`
-}
-
 func (b *Broker) nodes(w http.ResponseWriter, r *http.Request) error {
 	tenant := Tenant(r.Context())
 	now := b.now()
@@ -313,7 +300,7 @@ func (b *Broker) nodes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := []brokerNode{}
+	out := []brokerapi.Lease{}
 	for _, l := range ls {
 		if l.Cancelled {
 			continue
@@ -322,7 +309,7 @@ func (b *Broker) nodes(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		out = append(out, brokerNode{Node: n.Name, BMCAddress: n.TenantBMCAddress, MACs: n.MACs,
+		out = append(out, brokerapi.Lease{Node: n.Name, BMCAddress: n.TenantBMCAddress, MACs: n.MACs,
 			Start: l.Start, End: l.End, State: string(l.StateAt(now))})
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
@@ -340,12 +327,10 @@ func (b *Broker) powerStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body := map[string]any{"node": a.node.Name, "power": "off", "held": a.held}
+	body := brokerapi.Power{Node: a.node.Name, Power: "off", Held: a.held, Handover: a.handingOver}
 	if a.next != nil {
-		body["next_lease_start"] = a.next.UTC().Format(time.RFC3339)
-	}
-	if a.handingOver {
-		body["handover"] = true
+		next := a.next.UTC()
+		body.NextLeaseStart = &next
 	}
 	if a.held {
 		p, err := b.power.Status(r.Context(), a.node.Name)
@@ -354,24 +339,18 @@ func (b *Broker) powerStatus(w http.ResponseWriter, r *http.Request) error {
 			return power.AnswerError(a.node.Name, err, true)
 		}
 		if p.On {
-			body["power"] = "on"
+			body.Power = "on"
 		}
 		if p.Stale {
-			body["stale"] = true
-			body["age_seconds"] = int(b.now().Sub(p.At).Seconds())
+			body.Stale, body.AgeSeconds = true, int(b.now().Sub(p.At).Seconds())
 		}
 	}
 	httpx.WriteJSON(w, http.StatusOK, body)
 	return nil
 }
 
-// powerRequest is the body of PUT /broker/v1/nodes/{ref}/power.
-type powerRequest struct {
-	Action string `json:"action"`
-}
-
 func (b *Broker) powerAction(w http.ResponseWriter, r *http.Request) error {
-	var req powerRequest
+	var req brokerapi.PowerRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
@@ -381,17 +360,11 @@ func (b *Broker) powerAction(w http.ResponseWriter, r *http.Request) error {
 	}
 	return b.act(w, r, "power."+string(action), func(ctx context.Context, node string) error {
 		return b.power.Power(ctx, node, action)
-	}, map[string]any{"action": string(action)})
-}
-
-// bootRequest is the body of PUT /broker/v1/nodes/{ref}/boot-device.
-type bootRequest struct {
-	Device     string `json:"device"`
-	Persistent bool   `json:"persistent"`
+	}, func(node string) any { return brokerapi.PowerResult{Action: string(action), Node: node, Result: true} })
 }
 
 func (b *Broker) bootDevice(w http.ResponseWriter, r *http.Request) error {
-	var req bootRequest
+	var req brokerapi.BootRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
@@ -401,13 +374,15 @@ func (b *Broker) bootDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	return b.act(w, r, "bootdevice."+string(dev), func(ctx context.Context, node string) error {
 		return b.power.SetBootDevice(ctx, node, dev, req.Persistent)
-	}, map[string]any{"device": string(dev), "persistent": req.Persistent})
+	}, func(node string) any {
+		return brokerapi.BootResult{Device: string(dev), Persistent: req.Persistent, Node: node, Result: true}
+	})
 }
 
 // act runs do on the node if the caller holds it, auditing either way. The
 // holder check and do run under the node's gate, so a fence cannot come
 // between them.
-func (b *Broker) act(w http.ResponseWriter, r *http.Request, action string, do func(context.Context, string) error, body map[string]any) error {
+func (b *Broker) act(w http.ResponseWriter, r *http.Request, action string, do func(context.Context, string) error, answer func(node string) any) error {
 	tenant, ref := Tenant(r.Context()), mux.Vars(r)["ref"]
 	n, err := b.resolve(r.Context(), tenant, ref)
 	if err != nil {
@@ -429,8 +404,7 @@ func (b *Broker) act(w http.ResponseWriter, r *http.Request, action string, do f
 		}
 		return auditedError{err}
 	}
-	body["node"], body["result"] = n.Name, true
-	httpx.WriteJSON(w, http.StatusOK, body)
+	httpx.WriteJSON(w, http.StatusOK, answer(n.Name))
 	return nil
 }
 
