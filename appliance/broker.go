@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -283,7 +283,7 @@ func (b *Broker) powerAction(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	action, err := hil.ParsePowerAction(req.Action)
+	action, err := node.ParsePowerAction(req.Action)
 	if err != nil {
 		return &inventory.FieldError{Field: "action", Reason: err.Error()}
 	}
@@ -303,7 +303,7 @@ func (b *Broker) bootDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	dev, err := hil.ParseBootDevice(req.Device)
+	dev, err := node.ParseBootDevice(req.Device)
 	if err != nil {
 		return &inventory.FieldError{Field: "device", Reason: err.Error()}
 	}
@@ -371,15 +371,15 @@ func (b *Broker) actHeld(ctx context.Context, tenant, ref string, n inventory.No
 // powerError turns allocator errors into answers. A tenant gets its node's
 // name and a generic reason; the cause (which may name a real BMC) stays
 // in the error for the log and the audit entry, and an admin sees it.
-func powerError(node string, err error, tenant bool) error {
-	e := &httpError{status: http.StatusBadGateway, msg: fmt.Sprintf("node %s: power control failed", node), cause: err}
+func powerError(name string, err error, tenant bool) error {
+	e := &httpError{status: http.StatusBadGateway, msg: fmt.Sprintf("node %s: power control failed", name), cause: err}
 	switch {
-	case errors.Is(err, hil.ErrNoPowerControl):
-		e.status, e.msg = http.StatusConflict, fmt.Sprintf("node %s has no power control", node)
-	case errors.Is(err, hil.ErrBadArgument):
-		e.status, e.msg = http.StatusBadRequest, fmt.Sprintf("node %s: the request was refused as invalid", node)
-	case errors.Is(err, hil.ErrBlocked), errors.Is(err, hil.ErrOwned):
-		e.status, e.msg = http.StatusConflict, fmt.Sprintf("node %s: power control refused", node)
+	case errors.Is(err, node.ErrNoPowerControl):
+		e.status, e.msg = http.StatusConflict, fmt.Sprintf("node %s has no power control", name)
+	case errors.Is(err, node.ErrBadArgument):
+		e.status, e.msg = http.StatusBadRequest, fmt.Sprintf("node %s: the request was refused as invalid", name)
+	case errors.Is(err, node.ErrBlocked), errors.Is(err, node.ErrOwned):
+		e.status, e.msg = http.StatusConflict, fmt.Sprintf("node %s: power control refused", name)
 	}
 	if !tenant {
 		e.msg += ": " + err.Error()

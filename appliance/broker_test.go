@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/hil"
@@ -258,7 +259,7 @@ func TestBrokerVerifiesProjectBeforeCommands(t *testing.T) {
 	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "1h"}, 201)
 	r.reconcile()
 
-	va.err = fmt.Errorf("HIL has node-1 in project other-lab: %w", hil.ErrOwned)
+	va.err = fmt.Errorf("HIL has node-1 in project other-lab: %w", node.ErrOwned)
 	code, body := r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"})
 	if code != 409 || strings.Contains(fmt.Sprint(body), "other-lab") || !strings.Contains(fmt.Sprint(body), "node node-1") {
 		t.Errorf("power on outside the project: %d %v", code, body)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/hil/hiltest"
@@ -122,7 +123,7 @@ func TestHILAllocator(t *testing.T) {
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:0f:09"}}, 409)
 
 	// acme uses it: power on, a network attached.
-	if err := c.Power(ctx, "node-1", hil.PowerOn); err != nil {
+	if err := c.Power(ctx, "node-1", node.PowerOn); err != nil {
 		t.Fatal(err)
 	}
 	k.AttachNetwork("node-1", "malleable-acme", "net-acme")
@@ -272,7 +273,7 @@ func TestEmbeddedVerifyProject(t *testing.T) {
 	ctx := context.Background()
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:0f:01"}}, 201)
 	alloc := r.rec.Allocator.(*hil.Embedded)
-	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); !errors.Is(err, hil.ErrOwned) {
+	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); !errors.Is(err, node.ErrOwned) {
 		t.Fatalf("free node: %v, want ErrOwned", err)
 	}
 	if err := alloc.Connect(ctx, "node-1", "p-a"); err != nil {
@@ -281,7 +282,7 @@ func TestEmbeddedVerifyProject(t *testing.T) {
 	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); err != nil {
 		t.Fatalf("node in p-a: %v", err)
 	}
-	if err := alloc.VerifyProject(ctx, "node-1", "p-b"); !errors.Is(err, hil.ErrOwned) || !strings.Contains(err.Error(), `"p-a"`) {
+	if err := alloc.VerifyProject(ctx, "node-1", "p-b"); !errors.Is(err, node.ErrOwned) || !strings.Contains(err.Error(), `"p-a"`) {
 		t.Fatalf("node in p-a, asked p-b: %v", err)
 	}
 }

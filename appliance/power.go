@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -43,17 +44,17 @@ type nodePower struct {
 
 var _ hil.NodePower = nodePower{}
 
-func (p nodePower) target(ctx context.Context, node string) (bmc.Target, error) {
-	n, err := p.store.GetNode(ctx, node)
+func (p nodePower) target(ctx context.Context, name string) (bmc.Target, error) {
+	n, err := p.store.GetNode(ctx, name)
 	if err != nil {
 		return bmc.Target{}, err
 	}
 	if n.BMC.Host == "" {
-		return bmc.Target{}, fmt.Errorf("node %s: %w", node, hil.ErrNoPowerControl)
+		return bmc.Target{}, fmt.Errorf("node %s: %w", name, node.ErrNoPowerControl)
 	}
-	pw, err := p.secrets.Get(ctx, bmcSecretPath(node))
+	pw, err := p.secrets.Get(ctx, bmcSecretPath(name))
 	if err != nil {
-		return bmc.Target{}, fmt.Errorf("node %s: BMC password: %w", node, err)
+		return bmc.Target{}, fmt.Errorf("node %s: BMC password: %w", name, err)
 	}
 	return bmc.Target{Host: n.BMC.Host, Port: n.BMC.Port, User: n.BMC.User, Password: string(pw)}, nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
@@ -50,7 +50,7 @@ func (p *PowerPlane) shared(node string) (release func()) { return p.gates.acqui
 func (p *PowerPlane) exclusive(node string) (release func()) { return p.gates.acquire(node, true) }
 
 // power sends a chassis power command and drops the cached state.
-func (p *PowerPlane) power(ctx context.Context, node string, a hil.PowerAction) error {
+func (p *PowerPlane) power(ctx context.Context, node string, a node.PowerAction) error {
 	defer p.cache.forget(node)
 	return p.alloc.Power(ctx, node, a)
 }
@@ -126,22 +126,22 @@ type hardware struct{ p *PowerPlane }
 // pending, HIL or OBMd did not answer) as lease.ErrWait: the handover
 // retries them without counting an attempt.
 func waitOrErr(err error) error {
-	if errors.Is(err, hil.ErrPending) || errors.Is(err, hil.ErrUnavailable) {
+	if errors.Is(err, node.ErrPending) || errors.Is(err, node.ErrUnavailable) {
 		return fmt.Errorf("%w: %w", lease.ErrWait, err)
 	}
 	return err
 }
 
-func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return waitOrErr(h.p.power(ctx, node, hil.PowerOff))
+func (h hardware) PowerOff(ctx context.Context, name string) error {
+	return waitOrErr(h.p.power(ctx, name, node.PowerOff))
 }
 
-func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
-	on, err := h.p.readPower(ctx, node)
+func (h hardware) PowerIsOn(ctx context.Context, name string) (bool, error) {
+	on, err := h.p.readPower(ctx, name)
 	// A free node under HIL has its OBM disabled, so its power cannot be
 	// read or driven ("OBM is not enabled") until the handover connects it.
-	if errors.Is(err, hil.ErrNoPowerControl) || errors.Is(err, hil.ErrBlocked) {
-		return false, fmt.Errorf("%w: %w", lease.ErrNoPowerControl, err)
+	if errors.Is(err, node.ErrNoPowerControl) || errors.Is(err, node.ErrBlocked) {
+		return false, fmt.Errorf("%w: %w", node.ErrNoPowerControl, err)
 	}
 	return on, waitOrErr(err)
 }

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/audit"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -25,8 +25,8 @@ type Allocator interface {
 	Detach(ctx context.Context, node, project string) error
 	NodeProject(ctx context.Context, node string) (string, error)
 	PowerStatus(ctx context.Context, node string) (bool, error)
-	Power(ctx context.Context, node string, a hil.PowerAction) error
-	SetBootDevice(ctx context.Context, node string, d hil.BootDevice, persistent bool) error
+	Power(ctx context.Context, node string, a node.PowerAction) error
+	SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error
 }
 
 // projectLister is implemented by allocators that can list every node's

@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 )
 
 // ClientConfig configures a Client.
@@ -48,7 +50,7 @@ type ClientConfig struct {
 	// first wait for another node's dead BMC; zero means 60s.
 	OBMTimeout time.Duration
 	// ActionWait bounds how long Detach waits for one networking action
-	// to leave PENDING before it returns ErrPending; zero means 30s.
+	// to leave PENDING before it returns node.ErrPending; zero means 30s.
 	ActionWait time.Duration
 	// Logger receives one debug line per call and warnings; nil discards.
 	Logger *slog.Logger
@@ -89,21 +91,21 @@ func NewClient(c ClientConfig) (*Client, error) {
 	}
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("hil client: %w: endpoint: %w", ErrBadArgument, err)
+		return nil, fmt.Errorf("hil client: %w: endpoint: %w", node.ErrBadArgument, err)
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
-		return nil, fmt.Errorf("hil client: %w: endpoint %q is not an http(s)://host URL", ErrBadArgument, u.Redacted())
+		return nil, fmt.Errorf("hil client: %w: endpoint %q is not an http(s)://host URL", node.ErrBadArgument, u.Redacted())
 	case u.User != nil:
-		return nil, fmt.Errorf("hil client: %w: endpoint must not carry credentials; use Username and Password", ErrBadArgument)
+		return nil, fmt.Errorf("hil client: %w: endpoint must not carry credentials; use Username and Password", node.ErrBadArgument)
 	case u.RawQuery != "" || u.Fragment != "":
-		return nil, fmt.Errorf("hil client: %w: endpoint %q must not have a query or fragment", ErrBadArgument, u.Redacted())
+		return nil, fmt.Errorf("hil client: %w: endpoint %q must not have a query or fragment", node.ErrBadArgument, u.Redacted())
 	case strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/v0"):
-		return nil, fmt.Errorf("hil client: %w: endpoint %q must not include /v0 (the client adds it)", ErrBadArgument, u.Redacted())
+		return nil, fmt.Errorf("hil client: %w: endpoint %q must not include /v0 (the client adds it)", node.ErrBadArgument, u.Redacted())
 	case (c.Password != "" || c.PasswordFile != "") && c.Username == "":
-		return nil, fmt.Errorf("hil client: %w: password without username", ErrBadArgument)
+		return nil, fmt.Errorf("hil client: %w: password without username", node.ErrBadArgument)
 	case c.Password != "" && c.PasswordFile != "":
-		return nil, fmt.Errorf("hil client: %w: both a password and a password file", ErrBadArgument)
+		return nil, fmt.Errorf("hil client: %w: both a password and a password file", node.ErrBadArgument)
 	case c.Timeout < 0 || c.OBMTimeout < 0 || c.ActionWait < 0:
-		return nil, fmt.Errorf("hil client: %w: negative timeout", ErrBadArgument)
+		return nil, fmt.Errorf("hil client: %w: negative timeout", node.ErrBadArgument)
 	}
 	cl := &Client{
 		origin:     u.Scheme + "://" + u.Host,
@@ -139,7 +141,7 @@ func NewClient(c ClientConfig) (*Client, error) {
 // without ports, so it would hand them to an OBMd on HIL's host.
 func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) > maxRedirects {
-		return fmt.Errorf("%w: more than %d redirects", ErrBackend, maxRedirects)
+		return fmt.Errorf("%w: more than %d redirects", node.ErrBackend, maxRedirects)
 	}
 	if s := req.Response.StatusCode; s != http.StatusTemporaryRedirect && s != http.StatusPermanentRedirect {
 		return http.ErrUseLastResponse // reported as an unexpected status
@@ -188,7 +190,7 @@ func (c *Client) call(parent context.Context, timeout time.Duration, method, pat
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %w", method, path, ErrBadArgument, err)
+		return fmt.Errorf("%s %s: %w: %w", method, path, node.ErrBadArgument, err)
 	}
 	if in != nil {
 		// HIL ignores form-encoded bodies; only this makes it read JSON.
@@ -215,7 +217,7 @@ func (c *Client) call(parent context.Context, timeout time.Duration, method, pat
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("%s %s: %w: decode %d answer: %w", method, path, ErrBackend, resp.StatusCode, err)
+			return fmt.Errorf("%s %s: %w: decode %d answer: %w", method, path, node.ErrBackend, resp.StatusCode, err)
 		}
 	}
 	return nil
@@ -228,13 +230,13 @@ func (c *Client) call(parent context.Context, timeout time.Duration, method, pat
 func checkName(kind, name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: empty %s name", ErrBadArgument, kind)
+		return fmt.Errorf("%w: empty %s name", node.ErrBadArgument, kind)
 	case name == "." || name == "..":
-		return fmt.Errorf("%w: %s name %q is a dot segment", ErrBadArgument, kind, name)
+		return fmt.Errorf("%w: %s name %q is a dot segment", node.ErrBadArgument, kind, name)
 	case strings.Contains(name, "/"):
-		return fmt.Errorf("%w: %s name %q contains a slash", ErrBadArgument, kind, name)
+		return fmt.Errorf("%w: %s name %q contains a slash", node.ErrBadArgument, kind, name)
 	case !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return fmt.Errorf("%w: %s name %q contains control characters or invalid UTF-8", ErrBadArgument, kind, name)
+		return fmt.Errorf("%w: %s name %q contains control characters or invalid UTF-8", node.ErrBadArgument, kind, name)
 	}
 	return nil
 }
@@ -300,7 +302,7 @@ func (c *Client) NodeProject(ctx context.Context, node string) (string, error) {
 
 // Connect puts node in project and enables its OBM so the project can
 // drive its power. It creates the project when missing. A node already in
-// project is success; a node in another project is ErrOwned. Enabling the
+// project is success; a node in another project is node.ErrOwned. Enabling the
 // OBM again issues a fresh OBMd token, which is harmless: the client asks
 // HIL for a redirect on every power call and never keeps a token.
 func (c *Client) Connect(ctx context.Context, node, project string) error {
@@ -313,20 +315,20 @@ func (c *Client) Connect(ctx context.Context, node, project string) error {
 	return nil
 }
 
-func (c *Client) connect(ctx context.Context, node, project string) error {
+func (c *Client) connect(ctx context.Context, name, project string) error {
 	if err := c.ensureProject(ctx, project); err != nil {
 		return err
 	}
 	for attempt := 0; ; attempt++ {
-		err := c.do(ctx, http.MethodPost, projectPath(project)+"/connect_node", nodeArg{node}, nil)
+		err := c.do(ctx, http.MethodPost, projectPath(project)+"/connect_node", nodeArg{name}, nil)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, ErrOwned) {
+		if !errors.Is(err, node.ErrOwned) {
 			return err
 		}
 		// "Node is already owned by a project.": by which one?
-		owner, gerr := c.NodeProject(ctx, node)
+		owner, gerr := c.NodeProject(ctx, name)
 		if errors.Is(gerr, ErrUnauthorized) {
 			// We may use project but may not see the node: another
 			// project has it.
@@ -343,7 +345,7 @@ func (c *Client) connect(ctx context.Context, node, project string) error {
 		}
 		return fmt.Errorf("%w (HIL shows project %q)", err, owner)
 	}
-	return c.setOBM(ctx, node, true)
+	return c.setOBM(ctx, name, true)
 }
 
 // ensureProject creates project; one that exists is fine. Creating is
@@ -366,7 +368,7 @@ func (c *Client) ensureProject(ctx context.Context, project string) error {
 // Detach takes node out of project in HIL's hand-over order: detach every
 // network (waiting for each networking action), disable the OBM, which
 // revokes the OBMd token project used, then detach the node. A free node is
-// success; a node in another project is ErrOwned. Power the node off first:
+// success; a node in another project is node.ErrOwned. Power the node off first:
 // once its OBM is disabled nobody can.
 func (c *Client) Detach(ctx context.Context, node, project string) error {
 	if err := checkNames(node, project); err != nil {
@@ -378,8 +380,8 @@ func (c *Client) Detach(ctx context.Context, node, project string) error {
 	return nil
 }
 
-func (c *Client) detach(ctx context.Context, node, project string) error {
-	n, err := c.showNode(ctx, node)
+func (c *Client) detach(ctx context.Context, name, project string) error {
+	n, err := c.showNode(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -387,55 +389,55 @@ func (c *Client) detach(ctx context.Context, node, project string) error {
 	case n.Project == nil:
 		return nil
 	case *n.Project != project:
-		return fmt.Errorf("%w: HIL shows project %q", ErrOwned, *n.Project)
+		return fmt.Errorf("%w: HIL shows project %q", node.ErrOwned, *n.Project)
 	}
 	// One NIC takes one networking action at a time: detach in turn.
 	for _, nic := range n.NICs {
 		for _, network := range slices.Compact(slices.Sorted(maps.Values(nic.Networks))) {
-			if err := c.detachNetwork(ctx, node, nic.Label, network); err != nil {
+			if err := c.detachNetwork(ctx, name, nic.Label, network); err != nil {
 				return err
 			}
 		}
 	}
-	if err := c.setOBM(ctx, node, false); err != nil {
+	if err := c.setOBM(ctx, name, false); err != nil {
 		return err
 	}
-	err = c.do(ctx, http.MethodPost, projectPath(project)+"/detach_node", nodeArg{node}, nil)
+	err = c.do(ctx, http.MethodPost, projectPath(project)+"/detach_node", nodeArg{name}, nil)
 	if e, ok := asAPIError(err); ok && e.status == http.StatusNotFound && e.msg == "Node not in project" {
 		return nil // detached by someone else since show_node
 	}
-	if errors.Is(err, ErrPending) {
+	if errors.Is(err, node.ErrPending) {
 		return fmt.Errorf("%w; %s", err, daemonHint)
 	}
 	if e, ok := asAPIError(err); ok && e.status == http.StatusConflict && e.msg == "Node attached to a network" {
 		// HIL's network daemon attached a network after show_node: the
 		// next attempt detaches it.
-		return fmt.Errorf("%w (%w: a network action was applied meanwhile; detach again)", err, ErrPending)
+		return fmt.Errorf("%w (%w: a network action was applied meanwhile; detach again)", err, node.ErrPending)
 	}
 	return err
 }
 
 // detachNetwork queues HIL's detach_network and waits for the action.
-func (c *Client) detachNetwork(ctx context.Context, node, nic, network string) error {
+func (c *Client) detachNetwork(ctx context.Context, name, nic, network string) error {
 	if err := checkName("nic", nic); err != nil {
 		return fmt.Errorf("detach nic: %w", err)
 	}
 	var queued struct {
 		StatusID string `json:"status_id"`
 	}
-	path := nodePath(node) + "/nic/" + url.PathEscape(nic) + "/detach_network"
+	path := nodePath(name) + "/nic/" + url.PathEscape(nic) + "/detach_network"
 	err := c.do(ctx, http.MethodPost, path, networkArg{network}, &queued)
 	if e, ok := asAPIError(err); ok && e.status == http.StatusBadRequest && strings.Contains(e.msg, "not attached") {
 		return nil // detached meanwhile
 	}
-	if errors.Is(err, ErrPending) {
+	if errors.Is(err, node.ErrPending) {
 		return fmt.Errorf("detach network %s from nic %s: %w; an earlier network action on the nic is still PENDING: %s", network, nic, err, daemonHint)
 	}
 	if err != nil {
 		return fmt.Errorf("detach network %s from nic %s: %w", network, nic, err)
 	}
 	if queued.StatusID == "" {
-		return fmt.Errorf("detach network %s from nic %s: %w: no status_id in HIL's answer", network, nic, ErrBackend)
+		return fmt.Errorf("detach network %s from nic %s: %w: no status_id in HIL's answer", network, nic, node.ErrBackend)
 	}
 	if err := c.waitAction(ctx, queued.StatusID); err != nil {
 		return fmt.Errorf("detach network %s from nic %s: %w", network, nic, err)
@@ -460,13 +462,13 @@ func (c *Client) waitAction(parent context.Context, id string) error {
 		err := c.get(ctx, "/networking_action/"+url.PathEscape(id), &action)
 		switch {
 		case err != nil && parent.Err() == nil && ctx.Err() != nil:
-			return fmt.Errorf("networking action %s: %w: still PENDING after %s; %s", id, ErrPending, c.actionWait, daemonHint)
+			return fmt.Errorf("networking action %s: %w: still PENDING after %s; %s", id, node.ErrPending, c.actionWait, daemonHint)
 		case err != nil:
 			return fmt.Errorf("networking action %s: %w", id, err)
 		case action.Status == "DONE":
 			return nil
 		case action.Status != "PENDING":
-			return fmt.Errorf("networking action %s: %w: status %q", id, ErrBackend, action.Status)
+			return fmt.Errorf("networking action %s: %w: status %q", id, node.ErrBackend, action.Status)
 		}
 		t := time.NewTimer(delay)
 		select {
@@ -475,7 +477,7 @@ func (c *Client) waitAction(parent context.Context, id string) error {
 			if parent.Err() != nil {
 				return fmt.Errorf("networking action %s: %w", id, parent.Err())
 			}
-			return fmt.Errorf("networking action %s: %w: still PENDING after %s; %s", id, ErrPending, c.actionWait, daemonHint)
+			return fmt.Errorf("networking action %s: %w: still PENDING after %s; %s", id, node.ErrPending, c.actionWait, daemonHint)
 		case <-t.C:
 		}
 		delay = min(2*delay, c.pollMax)
@@ -483,7 +485,7 @@ func (c *Client) waitAction(parent context.Context, id string) error {
 }
 
 // PowerStatus reports whether node is on, through HIL's redirect to OBMd.
-// A node whose OBM is disabled (a free node) is ErrBlocked.
+// A node whose OBM is disabled (a free node) is node.ErrBlocked.
 func (c *Client) PowerStatus(ctx context.Context, node string) (bool, error) {
 	if err := checkName("node", node); err != nil {
 		return false, fmt.Errorf("power status: %w", err)
@@ -511,57 +513,57 @@ func parsePowerStatus(s string) (bool, error) {
 	case t == "off" || strings.HasSuffix(t, " off"):
 		return false, nil
 	}
-	return false, fmt.Errorf("%w: unrecognised power status %q", ErrBackend, s)
+	return false, fmt.Errorf("%w: unrecognised power status %q", node.ErrBackend, s)
 }
 
 // Power sends a chassis power command through HIL and OBMd. Cycle and
-// reset are power_cycle with force false and true; soft is ErrBadArgument,
+// reset are power_cycle with force false and true; soft is node.ErrBadArgument,
 // as HIL has no ACPI shutdown (power_off is a hard off).
-func (c *Client) Power(ctx context.Context, node string, a PowerAction) error {
-	if err := checkName("node", node); err != nil {
+func (c *Client) Power(ctx context.Context, name string, a node.PowerAction) error {
+	if err := checkName("node", name); err != nil {
 		return fmt.Errorf("power %s: %w", a, err)
 	}
 	var op string
 	var body any
 	switch a {
-	case PowerOn:
+	case node.PowerOn:
 		op = "power_on"
-	case PowerOff:
+	case node.PowerOff:
 		op = "power_off"
-	case PowerCycle:
+	case node.PowerCycle:
 		op, body = "power_cycle", cycleArg{Force: false} // OBMd answers 400 to no body
-	case PowerReset:
+	case node.PowerReset:
 		op, body = "power_cycle", cycleArg{Force: true}
-	case PowerSoft:
-		return fmt.Errorf("power %s node %s: %w: soft power-off is not supported by HIL", a, node, ErrBadArgument)
+	case node.PowerSoft:
+		return fmt.Errorf("power %s node %s: %w: soft power-off is not supported by HIL", a, name, node.ErrBadArgument)
 	default:
-		_, err := ParsePowerAction(string(a))
-		return fmt.Errorf("power node %s: %w", node, err)
+		_, err := node.ParsePowerAction(string(a))
+		return fmt.Errorf("power node %s: %w", name, err)
 	}
-	if err := c.obm(ctx, node, http.MethodPost, op, body, nil); err != nil {
-		return fmt.Errorf("power %s node %s: %w", a, node, err)
+	if err := c.obm(ctx, name, http.MethodPost, op, body, nil); err != nil {
+		return fmt.Errorf("power %s node %s: %w", a, name, err)
 	}
 	return nil
 }
 
 // SetBootDevice sets node's boot device through HIL and OBMd. HIL knows pxe,
-// disk and none, so bios and cdrom are ErrBadArgument. HIL has no
+// disk and none, so bios and cdrom are node.ErrBadArgument. HIL has no
 // persistence flag: persistent is ignored (OBMd's IPMI driver always sets
 // the device persistently).
-func (c *Client) SetBootDevice(ctx context.Context, node string, d BootDevice, persistent bool) error {
-	if err := checkName("node", node); err != nil {
+func (c *Client) SetBootDevice(ctx context.Context, name string, d node.BootDevice, persistent bool) error {
+	if err := checkName("node", name); err != nil {
 		return fmt.Errorf("set boot device: %w", err)
 	}
 	switch d {
-	case BootPXE, BootDisk:
-	case BootBIOS, BootCDROM:
-		return fmt.Errorf("set boot device of node %s: %w: %s is not supported by HIL (pxe, disk or none)", node, ErrBadArgument, d)
+	case node.BootPXE, node.BootDisk:
+	case node.BootBIOS, node.BootCDROM:
+		return fmt.Errorf("set boot device of node %s: %w: %s is not supported by HIL (pxe, disk or none)", name, node.ErrBadArgument, d)
 	default:
-		_, err := ParseBootDevice(string(d))
-		return fmt.Errorf("set boot device of node %s: %w", node, err)
+		_, err := node.ParseBootDevice(string(d))
+		return fmt.Errorf("set boot device of node %s: %w", name, err)
 	}
-	if err := c.obm(ctx, node, http.MethodPut, "boot_device", bootdevArg{Bootdev: string(d)}, nil); err != nil {
-		return fmt.Errorf("set boot device of node %s to %s: %w", node, d, err)
+	if err := c.obm(ctx, name, http.MethodPut, "boot_device", bootdevArg{Bootdev: string(d)}, nil); err != nil {
+		return fmt.Errorf("set boot device of node %s to %s: %w", name, d, err)
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 )
 
 // Membership keeps which project each node is in: the embedded
@@ -16,7 +18,7 @@ type Membership interface {
 }
 
 // NodePower drives a node's BMC by node name, with the real credentials;
-// it returns an error matching ErrNoPowerControl for a node without a BMC.
+// it returns an error matching node.ErrNoPowerControl for a node without a BMC.
 // The appliance implements it over its node records, its secret store and
 // IPMI.
 type NodePower interface {
@@ -41,11 +43,11 @@ func (e *Embedded) classify(err error) error {
 	case err == nil:
 		return nil
 	case e.IsOwned != nil && e.IsOwned(err):
-		return fmt.Errorf("%w: %w", ErrOwned, err)
+		return fmt.Errorf("%w: %w", node.ErrOwned, err)
 	case e.IsNotFound != nil && e.IsNotFound(err):
-		return fmt.Errorf("%w: %w", ErrNotFound, err)
+		return fmt.Errorf("%w: %w", node.ErrNotFound, err)
 	}
-	return fmt.Errorf("%w: %w", ErrBackend, err)
+	return fmt.Errorf("%w: %w", node.ErrBackend, err)
 }
 
 // Connect puts node in project; already there is success.
@@ -71,14 +73,14 @@ func (e *Embedded) NodeProjects(ctx context.Context) (map[string]string, error) 
 }
 
 // VerifyProject returns nil when node is in project, and otherwise an
-// error wrapping ErrOwned.
-func (e *Embedded) VerifyProject(ctx context.Context, node, project string) error {
-	p, err := e.NodeProject(ctx, node)
+// error wrapping node.ErrOwned.
+func (e *Embedded) VerifyProject(ctx context.Context, name, project string) error {
+	p, err := e.NodeProject(ctx, name)
 	switch {
 	case err != nil:
-		return fmt.Errorf("verify project of node %s: %w", node, err)
+		return fmt.Errorf("verify project of node %s: %w", name, err)
 	case p != project:
-		return fmt.Errorf("node %s: %w: it is in project %q, not %s", node, ErrOwned, p, project)
+		return fmt.Errorf("node %s: %w: it is in project %q, not %s", name, node.ErrOwned, p, project)
 	}
 	return nil
 }
@@ -86,10 +88,10 @@ func (e *Embedded) VerifyProject(ctx context.Context, node, project string) erro
 // bmcErr classifies a power error: no power control stays itself, the rest
 // are backend failures.
 func bmcErr(err error) error {
-	if err == nil || errors.Is(err, ErrNoPowerControl) || errors.Is(err, ErrBadArgument) {
+	if err == nil || errors.Is(err, node.ErrNoPowerControl) || errors.Is(err, node.ErrBadArgument) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", ErrBackend, err)
+	return fmt.Errorf("%w: %w", node.ErrBackend, err)
 }
 
 // PowerStatus reads node's power from its BMC.
@@ -99,17 +101,17 @@ func (e *Embedded) PowerStatus(ctx context.Context, node string) (bool, error) {
 }
 
 // Power sends a chassis power command to node's BMC.
-func (e *Embedded) Power(ctx context.Context, node string, a PowerAction) error {
-	if _, err := ParsePowerAction(string(a)); err != nil {
+func (e *Embedded) Power(ctx context.Context, name string, a node.PowerAction) error {
+	if _, err := node.ParsePowerAction(string(a)); err != nil {
 		return err
 	}
-	return bmcErr(e.BMC.Power(ctx, node, string(a)))
+	return bmcErr(e.BMC.Power(ctx, name, string(a)))
 }
 
 // SetBootDevice sets node's next boot device at its BMC.
-func (e *Embedded) SetBootDevice(ctx context.Context, node string, d BootDevice, persistent bool) error {
-	if _, err := ParseBootDevice(string(d)); err != nil {
+func (e *Embedded) SetBootDevice(ctx context.Context, name string, d node.BootDevice, persistent bool) error {
+	if _, err := node.ParseBootDevice(string(d)); err != nil {
 		return err
 	}
-	return bmcErr(e.BMC.SetBootDevice(ctx, node, string(d), persistent))
+	return bmcErr(e.BMC.SetBootDevice(ctx, name, string(d), persistent))
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,8 +16,10 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/client"
 	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
@@ -83,8 +84,8 @@ func (b *recordingBMC) commands() []string {
 // own adapter is unexported).
 type hardware struct{ a *hil.Embedded }
 
-func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return h.a.Power(ctx, node, hil.PowerOff)
+func (h hardware) PowerOff(ctx context.Context, name string) error {
+	return h.a.Power(ctx, name, node.PowerOff)
 }
 func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
 	return h.a.PowerStatus(ctx, node)

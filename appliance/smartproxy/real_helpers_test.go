@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/client"
@@ -39,10 +40,10 @@ type simPower struct {
 
 var _ hil.NodePower = simPower{}
 
-func (p simPower) target(node string) (bmc.Target, error) {
-	s, ok := p.sims[node]
+func (p simPower) target(name string) (bmc.Target, error) {
+	s, ok := p.sims[name]
 	if !ok {
-		return bmc.Target{}, fmt.Errorf("node %s: %w", node, hil.ErrNoPowerControl)
+		return bmc.Target{}, fmt.Errorf("node %s: %w", name, node.ErrNoPowerControl)
 	}
 	return s.Target(), nil
 }
