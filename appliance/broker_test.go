@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -230,7 +230,7 @@ func TestTenantRefusalsLeakNothingAndAreAudited(t *testing.T) {
 // client does: the one error path of VerifyProject the embedded allocator
 // cannot produce.
 type verifyingAlloc struct {
-	*hil.Embedded
+	*embedded.Allocator
 	mu    sync.Mutex
 	err   error
 	calls []string
@@ -251,7 +251,7 @@ func TestBrokerVerifiesProjectBeforeCommands(t *testing.T) {
 	sim := bmctest.Start(t, bmctest.Options{})
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	var va *verifyingAlloc
-	r := newRigWith(t, t0, func(e *hil.Embedded) Allocator { va = &verifyingAlloc{Embedded: e}; return va })
+	r := newRigWith(t, t0, func(e *embedded.Allocator) Allocator { va = &verifyingAlloc{Allocator: e}; return va })
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1",
 		"bmc": map[string]any{"host": sim.Host, "port": sim.Port, "user": sim.User, "password": sim.Password}}, 201)
 	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)

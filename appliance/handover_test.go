@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -73,7 +73,7 @@ func newRig(t *testing.T, start time.Time) *rig {
 
 // newRigWith is newRig whose allocator is wrap(the embedded one), when
 // wrap is set.
-func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocator) *rig {
+func newRigWith(t *testing.T, start time.Time, wrap func(*embedded.Allocator) Allocator) *rig {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "m.db"))

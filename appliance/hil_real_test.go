@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
+	"github.com/malleable-cloud/malleable/appliance/allocator/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/hil/hiltest"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
-	"github.com/malleable-cloud/malleable/appliance/hil"
-	"github.com/malleable-cloud/malleable/appliance/hil/hiltest"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -272,7 +273,7 @@ func TestEmbeddedVerifyProject(t *testing.T) {
 	r := newRig(t, time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
 	ctx := context.Background()
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:0f:01"}}, 201)
-	alloc := r.rec.Allocator.(*hil.Embedded)
+	alloc := r.rec.Allocator.(*embedded.Allocator)
 	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); !errors.Is(err, node.ErrOwned) {
 		t.Fatalf("free node: %v, want ErrOwned", err)
 	}

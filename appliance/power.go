@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
@@ -42,7 +42,7 @@ type nodePower struct {
 	serial  *bmcSerial
 }
 
-var _ hil.NodePower = nodePower{}
+var _ embedded.NodePower = nodePower{}
 
 func (p nodePower) target(ctx context.Context, name string) (bmc.Target, error) {
 	n, err := p.store.GetNode(ctx, name)
@@ -131,8 +131,8 @@ func (s *bmcSerial) acquire(ctx context.Context, addr string) (release func(), e
 
 // newEmbeddedAllocator returns the allocator that keeps membership in st
 // and drives BMCs over IPMI.
-func newEmbeddedAllocator(st *store.Store, sec secretStore, ipmi ipmiPower) *hil.Embedded {
-	return &hil.Embedded{
+func newEmbeddedAllocator(st *store.Store, sec secretStore, ipmi ipmiPower) *embedded.Allocator {
+	return &embedded.Allocator{
 		Members:    st,
 		BMC:        nodePower{store: st, secrets: sec, ipmi: ipmi, serial: &bmcSerial{}},
 		IsOwned:    func(err error) bool { return errors.Is(err, store.ErrAllocated) },

@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance"
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/client"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
@@ -29,7 +29,7 @@ import (
 // appliance as e2e_test.go, but with real ends: IPMI to ipmi_sim BMCs whose
 // power is a qemu process, and, for storage, a real tgtd.
 
-// simPower is hil.NodePower over real IPMI to simulated BMCs, by node
+// simPower is embedded.NodePower over real IPMI to simulated BMCs, by node
 // name: what the appliance's own nodePower (appliance/power.go) does, with
 // each node's BMC target kept here rather than in the store and the secret
 // store.
@@ -38,7 +38,7 @@ type simPower struct {
 	sims map[string]*bmctest.Sim
 }
 
-var _ hil.NodePower = simPower{}
+var _ embedded.NodePower = simPower{}
 
 func (p simPower) target(name string) (bmc.Target, error) {
 	s, ok := p.sims[name]
@@ -101,7 +101,7 @@ func newRealAppliance(t *testing.T, cfg realConfig) *applianceRig {
 	// Loopback answers in milliseconds; the long timeout keeps a loaded
 	// machine (-race, qemu under TCG) from retransmitting commands.
 	ipmi := bmc.New(bmc.Options{Timeout: 2 * time.Second, Retries: 2, Logger: cfg.log.With("component", "bmc")})
-	alloc := &hil.Embedded{Members: st, BMC: simPower{ipmi: ipmi, sims: cfg.sims},
+	alloc := &embedded.Allocator{Members: st, BMC: simPower{ipmi: ipmi, sims: cfg.sims},
 		IsOwned:    func(err error) bool { return errors.Is(err, store.ErrAllocated) },
 		IsNotFound: func(err error) bool { return errors.Is(err, store.ErrNotFound) }}
 	vols, err := storage.NewFile(filepath.Join(dir, "volumes"), storage.FileOptions{Logger: cfg.log})

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/hil/hiltest"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
-	"github.com/malleable-cloud/malleable/appliance/hil/hiltest"
 )
 
 // countingTransport counts the requests a Client sends to HIL.

@@ -27,7 +27,6 @@ type allocator interface {
 
 var (
 	_ allocator = (*Client)(nil)
-	_ allocator = (*Embedded)(nil)
 )
 
 const (

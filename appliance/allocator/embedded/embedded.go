@@ -1,4 +1,4 @@
-package hil
+package embedded
 
 import (
 	"context"
@@ -27,18 +27,18 @@ type NodePower interface {
 	SetBootDevice(ctx context.Context, node string, device string, persistent bool) error
 }
 
-// Embedded is the allocator that needs no HIL: project membership lives in
+// Allocator is the allocator that needs no HIL: project membership lives in
 // the appliance's database, power goes straight to each node's BMC over
 // IPMI. Membership errors are mapped to this package's sentinels by the
-// caller-supplied MapError, so Embedded needs no knowledge of the store.
-type Embedded struct {
+// caller-supplied MapError, so Allocator needs no knowledge of the store.
+type Allocator struct {
 	Members Membership
 	BMC     NodePower
 	// IsOwned and IsNotFound classify Membership errors.
 	IsOwned, IsNotFound func(error) bool
 }
 
-func (e *Embedded) classify(err error) error {
+func (e *Allocator) classify(err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -51,30 +51,30 @@ func (e *Embedded) classify(err error) error {
 }
 
 // Connect puts node in project; already there is success.
-func (e *Embedded) Connect(ctx context.Context, node, project string) error {
+func (e *Allocator) Connect(ctx context.Context, node, project string) error {
 	return e.classify(e.Members.AllocateNode(ctx, node, project))
 }
 
 // Detach takes node out of project; already free is success.
-func (e *Embedded) Detach(ctx context.Context, node, project string) error {
+func (e *Allocator) Detach(ctx context.Context, node, project string) error {
 	return e.classify(e.Members.ReleaseNode(ctx, node, project))
 }
 
 // NodeProject returns node's project, or "" when it is free.
-func (e *Embedded) NodeProject(ctx context.Context, node string) (string, error) {
+func (e *Allocator) NodeProject(ctx context.Context, node string) (string, error) {
 	p, err := e.Members.NodeProject(ctx, node)
 	return p, e.classify(err)
 }
 
 // NodeProjects returns every allocated node's project.
-func (e *Embedded) NodeProjects(ctx context.Context) (map[string]string, error) {
+func (e *Allocator) NodeProjects(ctx context.Context) (map[string]string, error) {
 	m, err := e.Members.NodeProjects(ctx)
 	return m, e.classify(err)
 }
 
 // VerifyProject returns nil when node is in project, and otherwise an
 // error wrapping node.ErrOwned.
-func (e *Embedded) VerifyProject(ctx context.Context, name, project string) error {
+func (e *Allocator) VerifyProject(ctx context.Context, name, project string) error {
 	p, err := e.NodeProject(ctx, name)
 	switch {
 	case err != nil:
@@ -95,13 +95,13 @@ func bmcErr(err error) error {
 }
 
 // PowerStatus reads node's power from its BMC.
-func (e *Embedded) PowerStatus(ctx context.Context, node string) (bool, error) {
+func (e *Allocator) PowerStatus(ctx context.Context, node string) (bool, error) {
 	on, err := e.BMC.PowerStatus(ctx, node)
 	return on, bmcErr(err)
 }
 
 // Power sends a chassis power command to node's BMC.
-func (e *Embedded) Power(ctx context.Context, name string, a node.PowerAction) error {
+func (e *Allocator) Power(ctx context.Context, name string, a node.PowerAction) error {
 	if _, err := node.ParsePowerAction(string(a)); err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func (e *Embedded) Power(ctx context.Context, name string, a node.PowerAction) e
 }
 
 // SetBootDevice sets node's next boot device at its BMC.
-func (e *Embedded) SetBootDevice(ctx context.Context, name string, d node.BootDevice, persistent bool) error {
+func (e *Allocator) SetBootDevice(ctx context.Context, name string, d node.BootDevice, persistent bool) error {
 	if _, err := node.ParseBootDevice(string(d)); err != nil {
 		return err
 	}
