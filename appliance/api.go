@@ -25,6 +25,14 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
+// secretStore is what the appliance needs from a secret store:
+// secrets.FileStore now, Vault later.
+type secretStore interface {
+	Get(ctx context.Context, path string) ([]byte, error)
+	Put(ctx context.Context, path string, value []byte) error
+	Delete(ctx context.Context, path string) error
+}
+
 // maxBodyBytes bounds every request body the admin API reads.
 const maxBodyBytes = 1 << 20
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
@@ -147,7 +148,7 @@ func (a *API) setBMCPassword(w http.ResponseWriter, r *http.Request) error {
 		_, err = a.store.GetNode(r.Context(), name)
 	}
 	if err == nil {
-		err = a.secrets.Put(r.Context(), bmcSecretPath(name), []byte(req.Password))
+		err = a.secrets.Put(r.Context(), embedded.BMCSecretPath(name), []byte(req.Password))
 	}
 	a.audit(r, "node.bmc_password", "node/"+name, "", err)
 	if err != nil {

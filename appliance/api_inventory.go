@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 )
@@ -54,7 +55,7 @@ func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
 		n, err = a.store.CreateNode(r.Context(), n, a.now())
 	}
 	if err == nil && password != "" {
-		if err = a.secrets.Put(r.Context(), bmcSecretPath(n.Name), []byte(password)); err != nil {
+		if err = a.secrets.Put(r.Context(), embedded.BMCSecretPath(n.Name), []byte(password)); err != nil {
 			// Keep node and password together: no node without its secret.
 			_ = a.store.DeleteNode(context.WithoutCancel(r.Context()), n.Name, a.now())
 		}
@@ -122,7 +123,7 @@ func (a *API) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	}
 	err = a.store.DeleteNode(r.Context(), name, a.now())
 	if err == nil && a.secrets != nil {
-		err = a.secrets.Delete(r.Context(), bmcSecretPath(name))
+		err = a.secrets.Delete(r.Context(), embedded.BMCSecretPath(name))
 	}
 	a.audit(r, "node.delete", "node/"+name, "", err)
 	if err != nil {

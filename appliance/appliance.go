@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/hil"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/lease"
@@ -280,6 +281,6 @@ func newAllocator(cfg Config, st *store.Store, sec secretStore, log *slog.Logger
 	default:
 		ipmi := bmc.New(bmc.Options{Timeout: cfg.BMC.Timeout, Retries: cfg.BMC.Retries, Logger: log.With("component", "bmc")})
 		log.Info("allocator: embedded (IPMI)")
-		return newEmbeddedAllocator(st, sec, ipmi), nil
+		return embedded.New(st, sec, ipmi), nil
 	}
 }

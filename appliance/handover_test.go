@@ -83,12 +83,13 @@ func newRigWith(t *testing.T, start time.Time, wrap func(*embedded.Allocator) Al
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{now: start}
 	ipmi := bmc.New(bmc.Options{Timeout: 2 * time.Second, Retries: 2})
-	embedded := newEmbeddedAllocator(st, secrets.NewMemory(), ipmi)
-	var alloc Allocator = embedded
+	sec := secrets.NewMemory()
+	emb := embedded.New(st, sec, ipmi)
+	var alloc Allocator = emb
 	if wrap != nil {
-		alloc = wrap(embedded)
+		alloc = wrap(emb)
 	}
-	return wireRig(t, st, clk, alloc, embedded.BMC.(nodePower).secrets)
+	return wireRig(t, st, clk, alloc, sec)
 }
 
 // wireRig wires a reconciler, the API and its passes over st and alloc as

@@ -59,15 +59,15 @@ func (b *recordingBMC) PowerStatus(_ context.Context, node string) (bool, error)
 	return b.on[node], nil
 }
 
-func (b *recordingBMC) Power(_ context.Context, node, action string) error {
+func (b *recordingBMC) Power(_ context.Context, node string, action node.PowerAction) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.on[node] = action == "on" || action == "cycle" || action == "reset" || (b.on[node] && action != "off" && action != "soft")
-	b.cmds = append(b.cmds, node+" "+action)
+	b.cmds = append(b.cmds, node+" "+string(action))
 	return nil
 }
 
-func (b *recordingBMC) SetBootDevice(_ context.Context, node, device string, persistent bool) error {
+func (b *recordingBMC) SetBootDevice(_ context.Context, node string, device node.BootDevice, persistent bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cmds = append(b.cmds, fmt.Sprintf("%s boot %s persistent=%t", node, device, persistent))

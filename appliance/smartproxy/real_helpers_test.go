@@ -30,7 +30,7 @@ import (
 // power is a qemu process, and, for storage, a real tgtd.
 
 // simPower is embedded.NodePower over real IPMI to simulated BMCs, by node
-// name: what the appliance's own nodePower (appliance/power.go) does, with
+// name: what the embedded allocator's own IPMI backend does, with
 // each node's BMC target kept here rather than in the store and the secret
 // store.
 type simPower struct {
@@ -56,20 +56,20 @@ func (p simPower) PowerStatus(ctx context.Context, node string) (bool, error) {
 	return p.ipmi.PowerStatus(ctx, t)
 }
 
-func (p simPower) Power(ctx context.Context, node, action string) error {
+func (p simPower) Power(ctx context.Context, node string, a node.PowerAction) error {
 	t, err := p.target(node)
 	if err != nil {
 		return err
 	}
-	return p.ipmi.Power(ctx, t, action)
+	return p.ipmi.Power(ctx, t, string(a))
 }
 
-func (p simPower) SetBootDevice(ctx context.Context, node, device string, persistent bool) error {
+func (p simPower) SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error {
 	t, err := p.target(node)
 	if err != nil {
 		return err
 	}
-	return p.ipmi.SetBootDevice(ctx, t, device, persistent)
+	return p.ipmi.SetBootDevice(ctx, t, string(d), persistent)
 }
 
 // realConfig is what newRealAppliance wires in.

@@ -1,3 +1,7 @@
+// Package embedded is the allocator that needs no HIL: project membership
+// lives in the appliance's database, power goes straight to each node's BMC
+// over IPMI, one operation at a time per BMC address. It returns the
+// sentinels of allocator/node, like the HIL client.
 package embedded
 
 import (
@@ -18,19 +22,19 @@ type Membership interface {
 }
 
 // NodePower drives a node's BMC by node name, with the real credentials;
-// it returns an error matching node.ErrNoPowerControl for a node without a BMC.
-// The appliance implements it over its node records, its secret store and
-// IPMI.
+// it returns an error matching node.ErrNoPowerControl for a node without a
+// BMC. New uses this package's IPMI backend (over the node records, the
+// secret store and an IPMI client); tests may supply their own.
 type NodePower interface {
 	PowerStatus(ctx context.Context, node string) (bool, error)
-	Power(ctx context.Context, node string, action string) error
-	SetBootDevice(ctx context.Context, node string, device string, persistent bool) error
+	Power(ctx context.Context, node string, a node.PowerAction) error
+	SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error
 }
 
 // Allocator is the allocator that needs no HIL: project membership lives in
-// the appliance's database, power goes straight to each node's BMC over
-// IPMI. Membership errors are mapped to this package's sentinels by the
-// caller-supplied MapError, so Allocator needs no knowledge of the store.
+// the appliance's database, power goes straight to each node's BMC. The
+// caller-supplied IsOwned and IsNotFound map Membership errors to the
+// sentinels of allocator/node (New sets them for the appliance's store).
 type Allocator struct {
 	Members Membership
 	BMC     NodePower
@@ -105,7 +109,7 @@ func (e *Allocator) Power(ctx context.Context, name string, a node.PowerAction) 
 	if _, err := node.ParsePowerAction(string(a)); err != nil {
 		return err
 	}
-	return bmcErr(e.BMC.Power(ctx, name, string(a)))
+	return bmcErr(e.BMC.Power(ctx, name, a))
 }
 
 // SetBootDevice sets node's next boot device at its BMC.
@@ -113,5 +117,5 @@ func (e *Allocator) SetBootDevice(ctx context.Context, name string, d node.BootD
 	if _, err := node.ParseBootDevice(string(d)); err != nil {
 		return err
 	}
-	return bmcErr(e.BMC.SetBootDevice(ctx, name, string(d), persistent))
+	return bmcErr(e.BMC.SetBootDevice(ctx, name, d, persistent))
 }

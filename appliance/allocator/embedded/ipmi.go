@@ -1,4 +1,4 @@
-package appliance
+package embedded
 
 import (
 	"context"
@@ -6,43 +6,68 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
+	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
-// secretStore is what the appliance needs from a secret store:
-// secrets.FileStore now, Vault later.
-type secretStore interface {
-	Get(ctx context.Context, path string) ([]byte, error)
-	Put(ctx context.Context, path string, value []byte) error
-	Delete(ctx context.Context, path string) error
+// Store is what the embedded allocator needs from the appliance's
+// database: project membership, and each node's record for its BMC's
+// address and user. *store.Store implements it.
+type Store interface {
+	Membership
+	GetNode(ctx context.Context, name string) (inventory.Node, error)
 }
 
-// bmcSecretPath is where a node's BMC password is kept.
-func bmcSecretPath(node string) string { return "bmc/" + node }
+// Secrets is what the embedded allocator needs from the secret store: each
+// node's BMC password, kept at BMCSecretPath.
+type Secrets interface {
+	Get(ctx context.Context, path string) ([]byte, error)
+}
 
-// ipmiPower is what nodePower needs from the IPMI client.
-type ipmiPower interface {
+// BMCSecretPath is where the secret store keeps a node's BMC password: the
+// appliance writes it when a node is added, the embedded allocator reads
+// it for every IPMI call.
+func BMCSecretPath(node string) string { return "bmc/" + node }
+
+// IPMI is what the embedded allocator needs from an IPMI client
+// (*bmc.Client). It takes actions and devices as bmc's strings.
+type IPMI interface {
 	PowerStatus(ctx context.Context, t bmc.Target) (bool, error)
 	Power(ctx context.Context, t bmc.Target, action string) error
 	SetBootDevice(ctx context.Context, t bmc.Target, device string, persistent bool) error
 }
 
+var (
+	_ Store = (*store.Store)(nil)
+	_ IPMI  = (*bmc.IPMI)(nil)
+)
+
+// New returns the allocator that keeps membership in st and drives BMCs
+// over ipmi, with each node's password from sec.
+func New(st Store, sec Secrets, ipmi IPMI) *Allocator {
+	return &Allocator{
+		Members:    st,
+		BMC:        nodePower{store: st, secrets: sec, ipmi: ipmi, serial: &bmcSerial{}},
+		IsOwned:    func(err error) bool { return errors.Is(err, store.ErrAllocated) },
+		IsNotFound: func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+	}
+}
+
 // nodePower drives a node's BMC by node name: it joins the node's record
-// (address, user) with its password from the secret store. It is the
-// embedded allocator's power backend. IPMI to one BMC address runs one
-// operation at a time: a BMC serves few sessions, and ipmi_sim runs each
-// chassis command synchronously, so concurrent sessions only time out.
+// (address, user) with its password from the secret store. IPMI to one BMC
+// address runs one operation at a time: a BMC serves few sessions, and
+// ipmi_sim runs each chassis command synchronously, so concurrent sessions
+// only time out.
 type nodePower struct {
-	store   *store.Store
-	secrets secretStore
-	ipmi    ipmiPower
+	store   Store
+	secrets Secrets
+	ipmi    IPMI
 	serial  *bmcSerial
 }
 
-var _ embedded.NodePower = nodePower{}
+var _ NodePower = nodePower{}
 
 func (p nodePower) target(ctx context.Context, name string) (bmc.Target, error) {
 	n, err := p.store.GetNode(ctx, name)
@@ -52,7 +77,7 @@ func (p nodePower) target(ctx context.Context, name string) (bmc.Target, error) 
 	if n.BMC.Host == "" {
 		return bmc.Target{}, fmt.Errorf("node %s: %w", name, node.ErrNoPowerControl)
 	}
-	pw, err := p.secrets.Get(ctx, bmcSecretPath(name))
+	pw, err := p.secrets.Get(ctx, BMCSecretPath(name))
 	if err != nil {
 		return bmc.Target{}, fmt.Errorf("node %s: BMC password: %w", name, err)
 	}
@@ -81,12 +106,14 @@ func (p nodePower) PowerStatus(ctx context.Context, node string) (on bool, err e
 	return on, err
 }
 
-func (p nodePower) Power(ctx context.Context, node, action string) error {
-	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.Power(ctx, t, action) })
+// Power and SetBootDevice hand bmc its strings: node's names for actions
+// and devices are the ones bmc takes.
+func (p nodePower) Power(ctx context.Context, node string, a node.PowerAction) error {
+	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.Power(ctx, t, string(a)) })
 }
 
-func (p nodePower) SetBootDevice(ctx context.Context, node, device string, persistent bool) error {
-	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.SetBootDevice(ctx, t, device, persistent) })
+func (p nodePower) SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error {
+	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.SetBootDevice(ctx, t, string(d), persistent) })
 }
 
 // bmcSerial is a lock per BMC address (host:port) that a waiter can give
@@ -126,16 +153,5 @@ func (s *bmcSerial) acquire(ctx context.Context, addr string) (release func(), e
 	case <-ctx.Done():
 		done()
 		return nil, ctx.Err()
-	}
-}
-
-// newEmbeddedAllocator returns the allocator that keeps membership in st
-// and drives BMCs over IPMI.
-func newEmbeddedAllocator(st *store.Store, sec secretStore, ipmi ipmiPower) *embedded.Allocator {
-	return &embedded.Allocator{
-		Members:    st,
-		BMC:        nodePower{store: st, secrets: sec, ipmi: ipmi, serial: &bmcSerial{}},
-		IsOwned:    func(err error) bool { return errors.Is(err, store.ErrAllocated) },
-		IsNotFound: func(err error) bool { return errors.Is(err, store.ErrNotFound) },
 	}
 }
