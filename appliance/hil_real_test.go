@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator"
 	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/hil"
 	"github.com/malleable-cloud/malleable/appliance/allocator/hil/hiltest"
@@ -30,14 +31,12 @@ func newHILRig(t *testing.T, start time.Time, k *hiltest.Kit) (*rig, *hil.Client
 	}
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{now: start}
-	c, err := hil.NewClient(hil.ClientConfig{Endpoint: k.URL, Username: k.AdminUser, Password: k.AdminPass,
-		ActionWait: 5 * time.Second, Logger: testLogger(t)})
+	a, err := allocator.Open(ctx, allocator.Config{Type: "hil", HIL: hil.ClientConfig{Endpoint: k.URL,
+		Username: k.AdminUser, Password: k.AdminPass, ActionWait: 5 * time.Second}}, st, nil, testLogger(t))
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkAllocator(ctx, c, testLogger(t)); err != nil {
 		t.Fatalf("start-up check with HIL's admin: %v", err)
 	}
+	c := a.(*hil.Client)
 	return wireRig(t, st, clk, c, secrets.NewMemory()), c
 }
 
@@ -88,11 +87,8 @@ func TestHILAllocator(t *testing.T) {
 	// serve's start-up check refuses a HIL account that is not an admin.
 	k.AddProject("members")
 	k.AddUser("alice", "alice-secret", false, "members")
-	member, err := hil.NewClient(hil.ClientConfig{Endpoint: k.URL, Username: "alice", Password: "alice-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkAllocator(ctx, member, testLogger(t)); err == nil || !strings.Contains(err.Error(), "needs a HIL administrator") {
+	member := allocator.Config{Type: "hil", HIL: hil.ClientConfig{Endpoint: k.URL, Username: "alice", Password: "alice-secret"}}
+	if _, err := allocator.Open(ctx, member, nil, nil, testLogger(t)); err == nil || !strings.Contains(err.Error(), "needs a HIL administrator") {
 		t.Fatalf("start-up check with a project member's account: %v", err)
 	}
 

@@ -12,22 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/malleable-cloud/malleable/appliance/allocator/node"
+	"github.com/malleable-cloud/malleable/appliance/allocator"
 	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
 // Allocator is what the appliance needs from an allocator: hil.Client
-// (a real HIL) or hil.Embedded.
-type Allocator interface {
-	Connect(ctx context.Context, node, project string) error
-	Detach(ctx context.Context, node, project string) error
-	NodeProject(ctx context.Context, node string) (string, error)
-	PowerStatus(ctx context.Context, node string) (bool, error)
-	Power(ctx context.Context, node string, a node.PowerAction) error
-	SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error
-}
+// (a real HIL) or embedded.Allocator.
+type Allocator = allocator.Allocator
 
 // projectLister is implemented by allocators that can list every node's
 // project in one call; the drift check needs it.
