@@ -1,8 +1,7 @@
-// Package hil allocates nodes to projects and drives their power, in the
-// shape of the Hardware Isolation Layer's API. Two implementations share one
-// contract: Client speaks to a real HIL server over its REST API (power via
-// OBMd's 307 redirects), and Embedded keeps project membership in the
-// appliance's own database and drives BMCs itself over IPMI.
+// Package hil is the allocator that speaks to a real Hardware Isolation
+// Layer server: Client allocates nodes to projects over HIL's REST API and
+// drives their power through OBMd's 307 redirects. It returns the sentinel
+// errors of allocator/node, plus ErrUnauthorized.
 //
 // Every call is idempotent where HIL's semantics allow: connecting a node to
 // the project it is already in, or detaching a node that is already free,
