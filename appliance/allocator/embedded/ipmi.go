@@ -98,6 +98,7 @@ func (p nodePower) with(ctx context.Context, node string, do func(bmc.Target) er
 	return do(t)
 }
 
+// PowerStatus reads node's chassis power.
 func (p nodePower) PowerStatus(ctx context.Context, node string) (on bool, err error) {
 	err = p.with(ctx, node, func(t bmc.Target) (err error) {
 		on, err = p.ipmi.PowerStatus(ctx, t)
@@ -106,12 +107,13 @@ func (p nodePower) PowerStatus(ctx context.Context, node string) (on bool, err e
 	return on, err
 }
 
-// Power and SetBootDevice hand bmc its strings: node's names for actions
-// and devices are the ones bmc takes.
+// Power sends a chassis command. node's action names are bmc's, so the
+// typed action becomes bmc's string here, at the edge.
 func (p nodePower) Power(ctx context.Context, node string, a node.PowerAction) error {
 	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.Power(ctx, t, string(a)) })
 }
 
+// SetBootDevice sets the next boot device; like Power, typed down to here.
 func (p nodePower) SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error {
 	return p.with(ctx, node, func(t bmc.Target) error { return p.ipmi.SetBootDevice(ctx, t, string(d), persistent) })
 }
