@@ -22,10 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator"
+	"github.com/malleable-cloud/malleable/appliance/allocator/hil"
 	"github.com/malleable-cloud/malleable/appliance/api"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/broker"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/power"
@@ -128,11 +129,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	if assigned > 0 {
 		log.Info("gave nodes tenant-facing BMC addresses", "nodes", assigned, "range", cfg.Nodes.TenantBMCRange)
 	}
-	alloc, err := newAllocator(cfg, st, sec, log)
+	alloc, err := allocator.Open(ctx, allocator.Config{Type: cfg.Allocator.Type,
+		HIL: hil.ClientConfig{Endpoint: cfg.HIL.Endpoint, Username: cfg.HIL.Username,
+			PasswordFile: cfg.HIL.PasswordFile, Timeout: cfg.HIL.Timeout},
+		BMC: bmc.Options{Timeout: cfg.BMC.Timeout, Retries: cfg.BMC.Retries}}, st, sec, log)
 	if err != nil {
-		return err
-	}
-	if err := checkAllocator(ctx, alloc, log); err != nil {
 		return err
 	}
 	var m2b *server.Backend
@@ -295,57 +296,4 @@ func ReadToken(path string) (string, error) {
 		return "", fmt.Errorf("admin token %s is shorter than 16 characters", path)
 	}
 	return t, nil
-}
-
-// Allocator is what the appliance drives: the power plane's needs and the
-// reconciler's (hil.Client or the embedded allocator).
-type Allocator interface {
-	power.Allocator
-	reconcile.Allocator
-}
-
-// adminChecker is an allocator that can check its own account: hil.Client.
-type adminChecker interface {
-	CheckAdmin(ctx context.Context) error
-}
-
-// checkAllocator refuses to start with a HIL account that is not an
-// administrator. HIL not answering is only a warning: handovers wait for
-// it.
-func checkAllocator(ctx context.Context, alloc Allocator, log *slog.Logger) error {
-	c, ok := alloc.(adminChecker)
-	if !ok {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	err := c.CheckAdmin(ctx)
-	switch {
-	case errors.Is(err, hil.ErrUnauthorized):
-		return fmt.Errorf("hil allocator: %w", err)
-	case err != nil:
-		log.Warn("HIL did not answer the start-up check; handovers wait for it", "err", err)
-	default:
-		log.Info("HIL account is an administrator")
-	}
-	return nil
-}
-
-// newAllocator builds the allocator [allocator] type names.
-func newAllocator(cfg Config, st *store.Store, sec secretStore, log *slog.Logger) (Allocator, error) {
-	switch cfg.Allocator.Type {
-	case "hil":
-		// The client reads the password file again whenever it changes.
-		c, err := hil.NewClient(hil.ClientConfig{Endpoint: cfg.HIL.Endpoint, Username: cfg.HIL.Username,
-			PasswordFile: cfg.HIL.PasswordFile, Timeout: cfg.HIL.Timeout, Logger: log.With("component", "hil")})
-		if err != nil {
-			return nil, fmt.Errorf("hil allocator: %w", err)
-		}
-		log.Info("allocator: HIL", "endpoint", cfg.HIL.Endpoint)
-		return c, nil
-	default:
-		ipmi := bmc.New(bmc.Options{Timeout: cfg.BMC.Timeout, Retries: cfg.BMC.Retries, Logger: log.With("component", "bmc")})
-		log.Info("allocator: embedded (IPMI)")
-		return newEmbeddedAllocator(st, sec, ipmi), nil
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
@@ -43,7 +44,7 @@ func newBrokerBench(b *testing.B) *brokerBench {
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	now := func() time.Time { return t0 }
 	sec := secrets.NewMemory()
-	alloc := newEmbeddedAllocator(st, sec, bmc.New(bmc.Options{Timeout: 500 * time.Millisecond}))
+	alloc := embedded.New(st, sec, bmc.New(bmc.Options{Timeout: 500 * time.Millisecond}))
 
 	must := func(err error) {
 		b.Helper()
@@ -54,7 +55,7 @@ func newBrokerBench(b *testing.B) *brokerBench {
 	for name, sim := range map[string]*bmctest.Sim{"node-1": sim1, "node-2": sim2} {
 		_, err := st.CreateNode(ctx, inventory.Node{Name: name, BMC: inventory.BMC{Host: sim.Host, Port: sim.Port, User: sim.User}}, t0)
 		must(err)
-		must(sec.Put(ctx, bmcSecretPath(name), []byte(sim.Password)))
+		must(sec.Put(ctx, secrets.BMCPasswordPath(name), []byte(sim.Password)))
 	}
 	for _, name := range []string{"acme", "globex"} {
 		_, err := st.CreateTenant(ctx, inventory.Tenant{Name: name, State: inventory.TenantReady}, t0)

@@ -2,7 +2,6 @@ package appliance
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,12 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/malleable-cloud/malleable/appliance/bmc"
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
-	"github.com/malleable-cloud/malleable/appliance/hil"
-	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
-	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
@@ -230,7 +227,7 @@ func TestTenantRefusalsLeakNothingAndAreAudited(t *testing.T) {
 // client does: the one error path of VerifyProject the embedded allocator
 // cannot produce.
 type verifyingAlloc struct {
-	*hil.Embedded
+	*embedded.Allocator
 	mu    sync.Mutex
 	err   error
 	calls []string
@@ -251,7 +248,7 @@ func TestBrokerVerifiesProjectBeforeCommands(t *testing.T) {
 	sim := bmctest.Start(t, bmctest.Options{})
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 	var va *verifyingAlloc
-	r := newRigWith(t, t0, func(e *hil.Embedded) Allocator { va = &verifyingAlloc{Embedded: e}; return va })
+	r := newRigWith(t, t0, func(e *embedded.Allocator) Allocator { va = &verifyingAlloc{Allocator: e}; return va })
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1",
 		"bmc": map[string]any{"host": sim.Host, "port": sim.Port, "user": sim.User, "password": sim.Password}}, 201)
 	r.admin("POST", "/api/v1/tenants", map[string]any{"name": "acme"}, 201)
@@ -259,7 +256,7 @@ func TestBrokerVerifiesProjectBeforeCommands(t *testing.T) {
 	r.admin("POST", "/api/v1/leases", map[string]any{"node": "node-1", "tenant": "acme", "duration": "1h"}, 201)
 	r.reconcile()
 
-	va.err = fmt.Errorf("HIL has node-1 in project other-lab: %w", hil.ErrOwned)
+	va.err = fmt.Errorf("HIL has node-1 in project other-lab: %w", node.ErrOwned)
 	code, body := r.call(acme, "PUT", "/broker/v1/nodes/node-1/power", map[string]string{"action": "on"})
 	if code != 409 || strings.Contains(fmt.Sprint(body), "other-lab") || !strings.Contains(fmt.Sprint(body), "node node-1") {
 		t.Errorf("power on outside the project: %d %v", code, body)
@@ -285,96 +282,6 @@ func TestBrokerVerifiesProjectBeforeCommands(t *testing.T) {
 	defer va.mu.Unlock()
 	if strings.Join(va.calls, ",") != "node-1 malleable-acme,node-1 malleable-acme" {
 		t.Errorf("VerifyProject calls = %v", va.calls)
-	}
-}
-
-// spyIPMI passes every call to a real IPMI client and records how many
-// run at once per BMC address.
-type spyIPMI struct {
-	ipmiPower
-	mu             sync.Mutex
-	now, max       map[string]int
-	nowAll, maxAll int
-}
-
-func (s *spyIPMI) enter(t bmc.Target) func() {
-	s.mu.Lock()
-	s.now[t.Addr()]++
-	s.max[t.Addr()] = max(s.max[t.Addr()], s.now[t.Addr()])
-	s.nowAll++
-	s.maxAll = max(s.maxAll, s.nowAll)
-	s.mu.Unlock()
-	return func() { s.mu.Lock(); s.now[t.Addr()]--; s.nowAll--; s.mu.Unlock() }
-}
-
-func (s *spyIPMI) PowerStatus(ctx context.Context, t bmc.Target) (bool, error) {
-	defer s.enter(t)()
-	return s.ipmiPower.PowerStatus(ctx, t)
-}
-
-func (s *spyIPMI) Power(ctx context.Context, t bmc.Target, action string) error {
-	defer s.enter(t)()
-	return s.ipmiPower.Power(ctx, t, action)
-}
-
-// TestIPMIOneSessionPerBMC: many concurrent reads and commands for nodes
-// on two real BMCs all succeed, and IPMI to each BMC address runs one
-// operation at a time while the two BMCs are driven in parallel.
-func TestIPMIOneSessionPerBMC(t *testing.T) {
-	sims := []*bmctest.Sim{bmctest.Start(t, bmctest.Options{}), bmctest.Start(t, bmctest.Options{})}
-	ctx := context.Background()
-	st, err := store.Open(ctx, t.TempDir()+"/m.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	sec := secrets.NewMemory()
-	spy := &spyIPMI{ipmiPower: bmc.New(bmc.Options{}), now: map[string]int{}, max: map[string]int{}}
-	p := nodePower{store: st, secrets: sec, ipmi: spy, serial: &bmcSerial{}}
-	// Two nodes per BMC: a node-level lock would not serialise them.
-	for i := range 4 {
-		s := sims[i%2]
-		name := fmt.Sprintf("node-%d", i)
-		n := inventory.Node{Name: name, BMC: inventory.BMC{Host: s.Host, Port: s.Port, User: s.User}}
-		if _, err := st.CreateNode(ctx, n, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		if err := sec.Put(ctx, bmcSecretPath(name), []byte(s.Password)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	for g := range 16 {
-		wg.Go(func() {
-			for i := range 10 {
-				node := fmt.Sprintf("node-%d", (g+i)%4)
-				var err error
-				if i == 5 {
-					err = p.Power(ctx, node, "on")
-				} else {
-					_, err = p.PowerStatus(ctx, node)
-				}
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Errorf("%d of 160 IPMI calls failed, first: %v", len(errs), errors.Join(errs[0]))
-	}
-	for addr, n := range spy.max {
-		if n != 1 {
-			t.Errorf("%d IPMI operations ran at once on BMC %s", n, addr)
-		}
-	}
-	if spy.maxAll < 2 {
-		t.Errorf("the two BMCs were never driven in parallel (max %d at once)", spy.maxAll)
 	}
 }
 

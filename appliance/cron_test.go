@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
@@ -37,7 +38,7 @@ func newCronReconciler(t *testing.T) (*reconcile.Reconciler, *prometheus.Registr
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	alloc := newEmbeddedAllocator(st, secrets.NewMemory(), bmc.New(bmc.Options{}))
+	alloc := embedded.New(st, secrets.NewMemory(), bmc.New(bmc.Options{}))
 	reg := prometheus.NewRegistry()
 	rec := &reconcile.Reconciler{
 		Store: st, Allocator: alloc, Log: testLogger(t), Now: time.Now, Concurrency: 2,

@@ -15,10 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator"
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/api"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
@@ -81,7 +82,7 @@ func newRig(t *testing.T, start time.Time) *rig {
 
 // newRigWith is newRig whose allocator is wrap(the embedded one), when
 // wrap is set.
-func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocator) *rig {
+func newRigWith(t *testing.T, start time.Time, wrap func(*embedded.Allocator) Allocator) *rig {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
@@ -91,13 +92,17 @@ func newRigWith(t *testing.T, start time.Time, wrap func(*hil.Embedded) Allocato
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{now: start}
 	ipmi := bmc.New(bmc.Options{Timeout: 2 * time.Second, Retries: 2})
-	embedded := newEmbeddedAllocator(st, secrets.NewMemory(), ipmi)
-	var alloc Allocator = embedded
+	sec := secrets.NewMemory()
+	emb := embedded.New(st, sec, ipmi)
+	var alloc Allocator = emb
 	if wrap != nil {
-		alloc = wrap(embedded)
+		alloc = wrap(emb)
 	}
-	return wireRig(t, st, clk, alloc, embedded.BMC.(nodePower).secrets)
+	return wireRig(t, st, clk, alloc, sec)
 }
+
+// Allocator is what a rig drives: the embedded allocator or a real HIL.
+type Allocator = allocator.Allocator
 
 // wireRig wires a reconciler, the API and its passes over st and alloc as
 // Run does: one power plane for the broker, the admin API and the

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator"
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
+	"github.com/malleable-cloud/malleable/appliance/allocator/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/hil/hiltest"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
-	"github.com/malleable-cloud/malleable/appliance/hil"
-	"github.com/malleable-cloud/malleable/appliance/hil/hiltest"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -28,14 +31,12 @@ func newHILRig(t *testing.T, start time.Time, k *hiltest.Kit) (*rig, *hil.Client
 	}
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{now: start}
-	c, err := hil.NewClient(hil.ClientConfig{Endpoint: k.URL, Username: k.AdminUser, Password: k.AdminPass,
-		ActionWait: 5 * time.Second, Logger: testLogger(t)})
+	a, err := allocator.Open(ctx, allocator.Config{Type: "hil", HIL: hil.ClientConfig{Endpoint: k.URL,
+		Username: k.AdminUser, Password: k.AdminPass, ActionWait: 5 * time.Second}}, st, nil, testLogger(t))
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkAllocator(ctx, c, testLogger(t)); err != nil {
 		t.Fatalf("start-up check with HIL's admin: %v", err)
 	}
+	c := a.(*hil.Client)
 	return wireRig(t, st, clk, c, secrets.NewMemory()), c
 }
 
@@ -86,11 +87,8 @@ func TestHILAllocator(t *testing.T) {
 	// serve's start-up check refuses a HIL account that is not an admin.
 	k.AddProject("members")
 	k.AddUser("alice", "alice-secret", false, "members")
-	member, err := hil.NewClient(hil.ClientConfig{Endpoint: k.URL, Username: "alice", Password: "alice-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkAllocator(ctx, member, testLogger(t)); err == nil || !strings.Contains(err.Error(), "needs a HIL administrator") {
+	member := allocator.Config{Type: "hil", HIL: hil.ClientConfig{Endpoint: k.URL, Username: "alice", Password: "alice-secret"}}
+	if _, err := allocator.Open(ctx, member, nil, nil, testLogger(t)); err == nil || !strings.Contains(err.Error(), "needs a HIL administrator") {
 		t.Fatalf("start-up check with a project member's account: %v", err)
 	}
 
@@ -122,7 +120,7 @@ func TestHILAllocator(t *testing.T) {
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:0f:09"}}, 409)
 
 	// acme uses it: power on, a network attached.
-	if err := c.Power(ctx, "node-1", hil.PowerOn); err != nil {
+	if err := c.Power(ctx, "node-1", node.PowerOn); err != nil {
 		t.Fatal(err)
 	}
 	k.AttachNetwork("node-1", "malleable-acme", "net-acme")
@@ -268,8 +266,8 @@ func TestEmbeddedVerifyProject(t *testing.T) {
 	r := newRig(t, time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
 	ctx := context.Background()
 	r.admin("POST", "/api/v1/nodes", map[string]any{"name": "node-1", "macs": []string{"52:54:00:00:0f:01"}}, 201)
-	alloc := r.rec.Allocator.(*hil.Embedded)
-	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); !errors.Is(err, hil.ErrOwned) {
+	alloc := r.rec.Allocator.(*embedded.Allocator)
+	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); !errors.Is(err, node.ErrOwned) {
 		t.Fatalf("free node: %v, want ErrOwned", err)
 	}
 	if err := alloc.Connect(ctx, "node-1", "p-a"); err != nil {
@@ -278,7 +276,7 @@ func TestEmbeddedVerifyProject(t *testing.T) {
 	if err := alloc.VerifyProject(ctx, "node-1", "p-a"); err != nil {
 		t.Fatalf("node in p-a: %v", err)
 	}
-	if err := alloc.VerifyProject(ctx, "node-1", "p-b"); !errors.Is(err, hil.ErrOwned) || !strings.Contains(err.Error(), `"p-a"`) {
+	if err := alloc.VerifyProject(ctx, "node-1", "p-b"); !errors.Is(err, node.ErrOwned) || !strings.Contains(err.Error(), `"p-a"`) {
 		t.Fatalf("node in p-a, asked p-b: %v", err)
 	}
 }

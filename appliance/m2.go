@@ -31,7 +31,7 @@ type m2Backend struct {
 // startM2 starts the M2 backend: storage under [m2] dir, tgtd (supervised
 // or external), and the backend, which re-creates every target from its
 // metadata.
-func startM2(ctx context.Context, cfg Config, sec secretStore, log *slog.Logger) (*m2Backend, error) {
+func startM2(ctx context.Context, cfg Config, sec server.Secrets, log *slog.Logger) (*m2Backend, error) {
 	m := cfg.M2
 	log = log.With("component", "m2")
 	if err := ensurePrivateDir(m.Dir, log); err != nil {

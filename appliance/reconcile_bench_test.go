@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/power"
@@ -118,7 +119,7 @@ func newBenchFleet(b *testing.B, leases int) *benchFleet {
 // embedded allocator. A converged pass never reaches IPMI, and the nodes
 // have no BMC anyway, so bmc.New's defaults are enough.
 func (f *benchFleet) reconciler() *reconcile.Reconciler {
-	alloc := newEmbeddedAllocator(f.store, secrets.NewMemory(), bmc.New(bmc.Options{}))
+	alloc := embedded.New(f.store, secrets.NewMemory(), bmc.New(bmc.Options{}))
 	now := func() time.Time { return benchNow }
 	return &reconcile.Reconciler{
 		Store: f.store, Allocator: alloc, Log: slog.New(slog.DiscardHandler), Now: now, Concurrency: 8,

@@ -23,7 +23,7 @@ ensure_apt tgt libiscsi-bin qemu-utils qemu-block-extra ipxe-qemu nasm xfsprogs
 # The real HIL and OBMd (../shared/hil) for the hil allocator's tests: its
 # Debian packages first (the kit's build.sh stops when dpkg has never heard
 # of one), then one idempotent build, which also warms the Go build cache
-# for the per-test builds appliance/hil/hiltest makes.
+# for the per-test builds appliance/allocator/hil/hiltest makes.
 if [ -x ../shared/hil/build.sh ]; then
 	ensure_apt python3-flask python3-flask-sqlalchemy python3-flask-migrate python3-sqlalchemy \
 		python3-passlib python3-schema python3-requests

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
@@ -78,7 +78,7 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
-	action, err := hil.ParsePowerAction(req.Action)
+	action, err := node.ParsePowerAction(req.Action)
 	if err != nil {
 		return &inventory.FieldError{Field: "action", Reason: err.Error()}
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
@@ -77,19 +77,19 @@ type NodeChecker interface {
 
 // checkAllocatorNode refuses a node the allocator cannot lease: 422 with
 // what is missing, or 503 when the allocator does not answer.
-func (a *API) checkAllocatorNode(ctx context.Context, node string) error {
+func (a *API) checkAllocatorNode(ctx context.Context, name string) error {
 	c := a.checker
 	if c == nil {
 		return nil
 	}
-	if _, err := a.store.GetNode(ctx, node); err == nil {
+	if _, err := a.store.GetNode(ctx, name); err == nil {
 		return nil // a duplicate: the store refuses it, and HIL's node is left alone
 	}
-	err := c.CheckNode(ctx, node)
+	err := c.CheckNode(ctx, name)
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, hil.ErrUnavailable):
+	case errors.Is(err, node.ErrUnavailable):
 		return &httpx.Error{Status: http.StatusServiceUnavailable, Message: "cannot check the node in HIL: " + err.Error()}
 	}
 	return &httpx.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
-	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/power"
@@ -354,7 +354,7 @@ func (b *Broker) powerAction(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
-	action, err := hil.ParsePowerAction(req.Action)
+	action, err := node.ParsePowerAction(req.Action)
 	if err != nil {
 		return &inventory.FieldError{Field: "action", Reason: err.Error()}
 	}
@@ -368,7 +368,7 @@ func (b *Broker) bootDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
-	dev, err := hil.ParseBootDevice(req.Device)
+	dev, err := node.ParseBootDevice(req.Device)
 	if err != nil {
 		return &inventory.FieldError{Field: "device", Reason: err.Error()}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 )
 
 // Step is one step of a handover. Steps run in the order of Steps; each is
@@ -70,7 +72,10 @@ type Handover struct {
 	UpdatedAt time.Time      `json:"updated_at"`
 }
 
-// Hardware is what a handover needs from the allocator and the BMCs.
+// Hardware is what a handover needs from the allocator and the BMCs. For a
+// node whose power the appliance does not manage (no BMC), PowerIsOn
+// returns an error matching node.ErrNoPowerControl: the power steps are
+// skipped.
 type Hardware interface {
 	PowerOff(ctx context.Context, node string) error
 	PowerIsOn(ctx context.Context, node string) (bool, error)
@@ -95,10 +100,6 @@ type Journal interface {
 	// Failed records a failed attempt; stuck marks the handover stuck.
 	Failed(ctx context.Context, h Handover, step Step, err error, stuck bool) error
 }
-
-// ErrNoPowerControl is what Hardware returns for a node whose power the
-// appliance does not manage (no BMC): the power step is skipped.
-var ErrNoPowerControl = errors.New("node has no power control")
 
 // ErrWait marks a step error that is not the step's failure: the
 // allocator is busy or unreachable (HIL has a network action pending, HIL
@@ -220,9 +221,9 @@ func (m *Machine) act(ctx context.Context, h Handover, step Step) (skipped strin
 }
 
 // powerOff turns the node off and waits until it reads off.
-func (m *Machine) powerOff(ctx context.Context, node string) (string, error) {
-	on, err := m.Hardware.PowerIsOn(ctx, node)
-	if errors.Is(err, ErrNoPowerControl) {
+func (m *Machine) powerOff(ctx context.Context, name string) (string, error) {
+	on, err := m.Hardware.PowerIsOn(ctx, name)
+	if errors.Is(err, node.ErrNoPowerControl) {
 		return "node has no power control", nil
 	}
 	if err != nil {
@@ -231,7 +232,7 @@ func (m *Machine) powerOff(ctx context.Context, node string) (string, error) {
 	if !on {
 		return "already off", nil
 	}
-	if err := m.Hardware.PowerOff(ctx, node); err != nil {
+	if err := m.Hardware.PowerOff(ctx, name); err != nil {
 		return "", fmt.Errorf("power off: %w", err)
 	}
 	timeout, interval := m.PowerOffTimeout, m.PollInterval
@@ -246,7 +247,7 @@ func (m *Machine) powerOff(ctx context.Context, node string) (string, error) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		on, err := m.Hardware.PowerIsOn(ctx, node)
+		on, err := m.Hardware.PowerIsOn(ctx, name)
 		if err == nil && !on {
 			return "", nil
 		}

@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
@@ -57,13 +58,13 @@ type fakeHardware struct {
 	fail map[string]error
 }
 
-func (f *fakeHardware) PowerIsOn(_ context.Context, node string) (bool, error) {
-	f.ev.add("is_on %s", node)
+func (f *fakeHardware) PowerIsOn(_ context.Context, name string) (bool, error) {
+	f.ev.add("is_on %s", name)
 	if err := f.fail["is_on"]; err != nil {
 		return false, err
 	}
 	if f.noPower || f.noPowerUntilConnect {
-		return false, fmt.Errorf("node %s: %w", node, lease.ErrNoPowerControl)
+		return false, fmt.Errorf("node %s: %w", name, node.ErrNoPowerControl)
 	}
 	if f.pending != 0 {
 		if f.pending > 0 {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 )
 
@@ -13,15 +13,15 @@ import (
 // broker and the admin API give. A tenant gets its node's name and a
 // generic reason, the cause (which may name a real BMC) staying in the
 // error for the log and the audit entry; an admin sees the cause.
-func AnswerError(node string, err error, forTenant bool) error {
-	e := &httpx.Error{Status: http.StatusBadGateway, Message: fmt.Sprintf("node %s: power control failed", node), Cause: err}
+func AnswerError(name string, err error, forTenant bool) error {
+	e := &httpx.Error{Status: http.StatusBadGateway, Message: fmt.Sprintf("node %s: power control failed", name), Cause: err}
 	switch {
-	case errors.Is(err, hil.ErrNoPowerControl):
-		e.Status, e.Message = http.StatusConflict, fmt.Sprintf("node %s has no power control", node)
-	case errors.Is(err, hil.ErrBadArgument):
-		e.Status, e.Message = http.StatusBadRequest, fmt.Sprintf("node %s: the request was refused as invalid", node)
-	case errors.Is(err, hil.ErrBlocked), errors.Is(err, hil.ErrOwned):
-		e.Status, e.Message = http.StatusConflict, fmt.Sprintf("node %s: power control refused", node)
+	case errors.Is(err, node.ErrNoPowerControl):
+		e.Status, e.Message = http.StatusConflict, fmt.Sprintf("node %s has no power control", name)
+	case errors.Is(err, node.ErrBadArgument):
+		e.Status, e.Message = http.StatusBadRequest, fmt.Sprintf("node %s: the request was refused as invalid", name)
+	case errors.Is(err, node.ErrBlocked), errors.Is(err, node.ErrOwned):
+		e.Status, e.Message = http.StatusConflict, fmt.Sprintf("node %s: power control refused", name)
 	}
 	if !forTenant {
 		e.Message += ": " + err.Error()

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/malleable-cloud/malleable/appliance/hil"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
@@ -35,8 +35,8 @@ type Allocator interface {
 	Connect(ctx context.Context, node, project string) error
 	Detach(ctx context.Context, node, project string) error
 	PowerStatus(ctx context.Context, node string) (bool, error)
-	Power(ctx context.Context, node string, a hil.PowerAction) error
-	SetBootDevice(ctx context.Context, node string, d hil.BootDevice, persistent bool) error
+	Power(ctx context.Context, node string, a node.PowerAction) error
+	SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error
 }
 
 // New returns the power plane over alloc. Power states are
@@ -71,7 +71,7 @@ func (p *Plane) Command(ctx context.Context, node string, do func(ctx context.Co
 }
 
 // Power sends a chassis power command and drops the cached state.
-func (p *Plane) Power(ctx context.Context, node string, a hil.PowerAction) error {
+func (p *Plane) Power(ctx context.Context, node string, a node.PowerAction) error {
 	defer p.cache.forget(node)
 	return p.alloc.Power(ctx, node, a)
 }
@@ -97,7 +97,7 @@ func (p *Plane) Status(ctx context.Context, node string) (Reading, error) {
 func (p *Plane) Forget(node string) { p.cache.forget(node) }
 
 // SetBootDevice sets the device node boots from next.
-func (p *Plane) SetBootDevice(ctx context.Context, node string, d hil.BootDevice, persistent bool) error {
+func (p *Plane) SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error {
 	return p.alloc.SetBootDevice(ctx, node, d, persistent)
 }
 
@@ -182,22 +182,22 @@ func (p *Plane) Hardware() lease.Hardware { return hardware{p} }
 // pending, HIL or OBMd did not answer) as lease.ErrWait: the handover
 // retries them without counting an attempt.
 func waitOrErr(err error) error {
-	if errors.Is(err, hil.ErrPending) || errors.Is(err, hil.ErrUnavailable) {
+	if errors.Is(err, node.ErrPending) || errors.Is(err, node.ErrUnavailable) {
 		return fmt.Errorf("%w: %w", lease.ErrWait, err)
 	}
 	return err
 }
 
-func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return waitOrErr(h.p.Power(ctx, node, hil.PowerOff))
+func (h hardware) PowerOff(ctx context.Context, name string) error {
+	return waitOrErr(h.p.Power(ctx, name, node.PowerOff))
 }
 
-func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
-	on, err := h.p.ReadPower(ctx, node)
+func (h hardware) PowerIsOn(ctx context.Context, name string) (bool, error) {
+	on, err := h.p.ReadPower(ctx, name)
 	// A free node under HIL has its OBM disabled, so its power cannot be
 	// read or driven ("OBM is not enabled") until the handover connects it.
-	if errors.Is(err, hil.ErrNoPowerControl) || errors.Is(err, hil.ErrBlocked) {
-		return false, fmt.Errorf("%w: %w", lease.ErrNoPowerControl, err)
+	if errors.Is(err, node.ErrNoPowerControl) || errors.Is(err, node.ErrBlocked) {
+		return false, fmt.Errorf("%w: %w", node.ErrNoPowerControl, err)
 	}
 	return on, waitOrErr(err)
 }

@@ -20,8 +20,9 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
 
 	"github.com/malleable-cloud/malleable/appliance"
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/client"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
@@ -31,7 +32,7 @@ import (
 
 // The end-to-end tests run the real appliance in-process: its API
 // (appliance.NewAPI) and broker over a real SQLite store, the reconciler
-// with its handover state machine, the embedded allocator (hil.Embedded,
+// with its handover state machine, the embedded allocator (embedded.Allocator,
 // membership in the store), and the real M2 backend on file storage. Only
 // the two ends are stand-ins: recordingBMC for the nodes' BMCs (it records
 // every command that reaches one) and noTargets for tgtd.
@@ -45,7 +46,7 @@ type clock struct {
 func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 
-// recordingBMC is hil.NodePower over simulated BMCs: each node's power,
+// recordingBMC is embedded.NodePower over simulated BMCs: each node's power,
 // and every command that reached a BMC.
 type recordingBMC struct {
 	mu   sync.Mutex
@@ -53,7 +54,7 @@ type recordingBMC struct {
 	cmds []string
 }
 
-var _ hil.NodePower = (*recordingBMC)(nil)
+var _ embedded.NodePower = (*recordingBMC)(nil)
 
 func (b *recordingBMC) PowerStatus(_ context.Context, node string) (bool, error) {
 	b.mu.Lock()
@@ -61,15 +62,15 @@ func (b *recordingBMC) PowerStatus(_ context.Context, node string) (bool, error)
 	return b.on[node], nil
 }
 
-func (b *recordingBMC) Power(_ context.Context, node, action string) error {
+func (b *recordingBMC) Power(_ context.Context, node string, action node.PowerAction) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.on[node] = action == "on" || action == "cycle" || action == "reset" || (b.on[node] && action != "off" && action != "soft")
-	b.cmds = append(b.cmds, node+" "+action)
+	b.cmds = append(b.cmds, node+" "+string(action))
 	return nil
 }
 
-func (b *recordingBMC) SetBootDevice(_ context.Context, node, device string, persistent bool) error {
+func (b *recordingBMC) SetBootDevice(_ context.Context, node string, device node.BootDevice, persistent bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cmds = append(b.cmds, fmt.Sprintf("%s boot %s persistent=%t", node, device, persistent))
@@ -84,10 +85,10 @@ func (b *recordingBMC) commands() []string {
 
 // hardware is what a handover needs, over the allocator (the appliance's
 // own adapter is unexported).
-type hardware struct{ a *hil.Embedded }
+type hardware struct{ a *embedded.Allocator }
 
-func (h hardware) PowerOff(ctx context.Context, node string) error {
-	return h.a.Power(ctx, node, hil.PowerOff)
+func (h hardware) PowerOff(ctx context.Context, name string) error {
+	return h.a.Power(ctx, name, node.PowerOff)
 }
 func (h hardware) PowerIsOn(ctx context.Context, node string) (bool, error) {
 	return h.a.PowerStatus(ctx, node)
@@ -144,7 +145,7 @@ func newApplianceRigM2(t testing.TB, start time.Time, cacheTTL time.Duration, lo
 	t.Cleanup(func() { st.Close() })
 	clk := &clock{now: start}
 	bmc := &recordingBMC{on: map[string]bool{}}
-	alloc := &hil.Embedded{Members: st, BMC: bmc,
+	alloc := &embedded.Allocator{Members: st, BMC: bmc,
 		IsOwned:    func(err error) bool { return errors.Is(err, store.ErrAllocated) },
 		IsNotFound: func(err error) bool { return errors.Is(err, store.ErrNotFound) }}
 	vols, err := storage.NewFile(filepath.Join(dir, "volumes"), storage.FileOptions{})

@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance"
+	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/client"
-	"github.com/malleable-cloud/malleable/appliance/hil"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/power"
@@ -30,8 +31,8 @@ import (
 // appliance as e2e_test.go, but with real ends: IPMI to ipmi_sim BMCs whose
 // power is a qemu process, and, for storage, a real tgtd.
 
-// simPower is hil.NodePower over real IPMI to simulated BMCs, by node
-// name: what the appliance's own nodePower (appliance/power.go) does, with
+// simPower is embedded.NodePower over real IPMI to simulated BMCs, by node
+// name: what the embedded allocator's own IPMI backend does, with
 // each node's BMC target kept here rather than in the store and the secret
 // store.
 type simPower struct {
@@ -39,12 +40,12 @@ type simPower struct {
 	sims map[string]*bmctest.Sim
 }
 
-var _ hil.NodePower = simPower{}
+var _ embedded.NodePower = simPower{}
 
-func (p simPower) target(node string) (bmc.Target, error) {
-	s, ok := p.sims[node]
+func (p simPower) target(name string) (bmc.Target, error) {
+	s, ok := p.sims[name]
 	if !ok {
-		return bmc.Target{}, fmt.Errorf("node %s: %w", node, hil.ErrNoPowerControl)
+		return bmc.Target{}, fmt.Errorf("node %s: %w", name, node.ErrNoPowerControl)
 	}
 	return s.Target(), nil
 }
@@ -57,20 +58,20 @@ func (p simPower) PowerStatus(ctx context.Context, node string) (bool, error) {
 	return p.ipmi.PowerStatus(ctx, t)
 }
 
-func (p simPower) Power(ctx context.Context, node, action string) error {
+func (p simPower) Power(ctx context.Context, node string, a node.PowerAction) error {
 	t, err := p.target(node)
 	if err != nil {
 		return err
 	}
-	return p.ipmi.Power(ctx, t, action)
+	return p.ipmi.Power(ctx, t, string(a))
 }
 
-func (p simPower) SetBootDevice(ctx context.Context, node, device string, persistent bool) error {
+func (p simPower) SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error {
 	t, err := p.target(node)
 	if err != nil {
 		return err
 	}
-	return p.ipmi.SetBootDevice(ctx, t, device, persistent)
+	return p.ipmi.SetBootDevice(ctx, t, string(d), persistent)
 }
 
 // realConfig is what newRealAppliance wires in.
@@ -102,7 +103,7 @@ func newRealAppliance(t *testing.T, cfg realConfig) *applianceRig {
 	// Loopback answers in milliseconds; the long timeout keeps a loaded
 	// machine (-race, qemu under TCG) from retransmitting commands.
 	ipmi := bmc.New(bmc.Options{Timeout: 2 * time.Second, Retries: 2, Logger: cfg.log.With("component", "bmc")})
-	alloc := &hil.Embedded{Members: st, BMC: simPower{ipmi: ipmi, sims: cfg.sims},
+	alloc := &embedded.Allocator{Members: st, BMC: simPower{ipmi: ipmi, sims: cfg.sims},
 		IsOwned:    func(err error) bool { return errors.Is(err, store.ErrAllocated) },
 		IsNotFound: func(err error) bool { return errors.Is(err, store.ErrNotFound) }}
 	vols, err := storage.NewFile(filepath.Join(dir, "volumes"), storage.FileOptions{Logger: cfg.log})

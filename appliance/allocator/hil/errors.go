@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 )
 
 // apiError is a non-2xx answer from HIL, or from OBMd behind a redirect.
@@ -114,7 +116,7 @@ func truncate(s string) string {
 func (c *Client) hilKind(status int, typ, msg string) error {
 	switch status {
 	case http.StatusBadRequest:
-		return ErrBadArgument
+		return node.ErrBadArgument
 	case http.StatusUnauthorized, http.StatusForbidden: // HIL never sends 403; a proxy might
 		return ErrUnauthorized
 	case http.StatusNotFound:
@@ -123,18 +125,18 @@ func (c *Client) hilKind(status int, typ, msg string) error {
 		if typ == "NotFoundError" && c.user != "" && msg == "User "+c.user+" does not exist." {
 			return ErrUnauthorized
 		}
-		return ErrNotFound
+		return node.ErrNotFound
 	case http.StatusConflict:
 		switch {
 		case typ == "ProjectMismatchError" || (typ == "BlockedError" && strings.Contains(msg, "already owned")):
-			return ErrOwned
+			return node.ErrOwned
 		case typ == "BlockedError" && (strings.Contains(msg, "networking operation is already active") ||
 			strings.Contains(msg, "pending network actions")):
-			return ErrPending
+			return node.ErrPending
 		}
-		return ErrBlocked
+		return node.ErrBlocked
 	}
-	return ErrBackend
+	return node.ErrBackend
 }
 
 // obmdKind maps an OBMd status: 401 is a dead or missing token, 400 a bad
@@ -143,18 +145,18 @@ func (c *Client) hilKind(status int, typ, msg string) error {
 func obmdKind(status int) error {
 	switch status {
 	case http.StatusBadRequest:
-		return ErrBadArgument
+		return node.ErrBadArgument
 	case http.StatusUnauthorized:
 		return ErrUnauthorized
 	}
-	return ErrBackend
+	return node.ErrBackend
 }
 
 // transportError reports a failed exchange without the *url.Error around
 // it: that one quotes the last URL, which after a redirect holds the
 // node's OBMd token. The caller's own cancellation is not a failure of
-// HIL; the per-call timeout and network errors are ErrUnavailable (and
-// ErrBackend).
+// HIL; the per-call timeout and network errors are node.ErrUnavailable (and
+// node.ErrBackend).
 func transportError(parent context.Context, method, path string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -163,5 +165,5 @@ func transportError(parent context.Context, method, path string, err error) erro
 	if parent.Err() != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	return fmt.Errorf("%s %s: %w (%w): %w", method, path, ErrUnavailable, ErrBackend, err)
+	return fmt.Errorf("%s %s: %w (%w): %w", method, path, node.ErrUnavailable, node.ErrBackend, err)
 }

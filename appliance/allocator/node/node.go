@@ -1,13 +1,9 @@
-// Package hil allocates nodes to projects and drives their power, in the
-// shape of the Hardware Isolation Layer's API. Two implementations share one
-// contract: Client speaks to a real HIL server over its REST API (power via
-// OBMd's 307 redirects), and Embedded keeps project membership in the
-// appliance's own database and drives BMCs itself over IPMI.
-//
-// Every call is idempotent where HIL's semantics allow: connecting a node to
-// the project it is already in, or detaching a node that is already free,
-// succeeds.
-package hil
+// Package node is the vocabulary shared by the allocators and their
+// consumers: the power actions and boot devices a node's BMC takes, and the
+// sentinel errors both allocators (a real HIL, or the embedded one) return
+// and callers match with errors.Is. It imports only the standard library,
+// so any package may use it.
+package node
 
 import (
 	"errors"
@@ -55,7 +51,8 @@ func ParseBootDevice(s string) (BootDevice, error) {
 	return "", fmt.Errorf("%w: unknown boot device %q (want pxe, disk, bios or cdrom)", ErrBadArgument, s)
 }
 
-// Sentinel errors shared by both implementations; match with errors.Is.
+// Sentinel errors shared by both allocators and their consumers; match with
+// errors.Is.
 var (
 	// ErrNotFound: no such node or project (HIL NotFoundError, 404).
 	ErrNotFound = errors.New("not found")
@@ -65,15 +62,13 @@ var (
 	// ErrBlocked: HIL refuses for now — OBM enabled, networks attached,
 	// pending network actions, OBM not enabled (409).
 	ErrBlocked = errors.New("blocked")
-	// ErrUnauthorized: bad or missing credentials (HIL 401).
-	ErrUnauthorized = errors.New("unauthorized")
 	// ErrBadArgument: the request was malformed (HIL 400).
 	ErrBadArgument = errors.New("bad argument")
 	// ErrBackend: the allocator or the BMC failed (HIL 500, OBMError, or
 	// an IPMI error).
 	ErrBackend = errors.New("backend failure")
 	// ErrNoPowerControl: the node has no BMC the allocator can drive, so
-	// its power is not managed.
+	// its power is not managed. A handover skips its power steps.
 	ErrNoPowerControl = errors.New("node has no power control")
 	// ErrPending: HIL is still working on an earlier request for the node
 	// (a networking action PENDING, 409 "A networking operation is already

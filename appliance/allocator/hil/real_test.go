@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/malleable-cloud/malleable/appliance/hil/hiltest"
+	"github.com/malleable-cloud/malleable/appliance/allocator/hil/hiltest"
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 )
 
 // countingTransport counts the requests a Client sends to HIL.
@@ -77,7 +78,7 @@ func TestRealHILChecks(t *testing.T) {
 
 	// node add: HIL must have the node, free, with a working OBM.
 	err = admin.CheckNode(ctx, "node-x")
-	wantIs(t, "unknown node", err, ErrNotFound)
+	wantIs(t, "unknown node", err, node.ErrNotFound)
 	wantContains(t, "unknown node", err, `HIL has no node named "node-x"`)
 
 	k.AddNode("node-1")
@@ -92,14 +93,14 @@ func TestRealHILChecks(t *testing.T) {
 	k.AddNode("node-2")
 	k.MoveNode("node-2", "proj-1")
 	err = admin.CheckNode(ctx, "node-2")
-	wantIs(t, "node in a project", err, ErrOwned)
+	wantIs(t, "node in a project", err, node.ErrOwned)
 	wantContains(t, "node in a project", err, `is in project "proj-1"`, "free in HIL before its first lease")
 
 	// In HIL but not in OBMd: HIL's 500 page says why, and so do we.
 	k.Must(http.MethodPut, "/node/node-3", map[string]any{"obmd": map[string]string{
 		"uri": k.OBMDURL + "/node/node-3", "admin_token": k.OBMDToken}})
 	err = admin.CheckNode(ctx, "node-3")
-	wantIs(t, "node missing in OBMd", err, ErrBackend)
+	wantIs(t, "node missing in OBMd", err, node.ErrBackend)
 	wantContains(t, "node missing in OBMd", err, "cannot enable its OBM", "500", "Failed to get a token for node")
 	err = admin.Connect(ctx, "node-3", "proj-1")
 	wantContains(t, "connect of a node missing in OBMd", err, "Failed to get a token for node")
@@ -166,10 +167,10 @@ func TestRealHILProjects(t *testing.T) {
 		t.Fatalf("n2 in p-a: %v", err)
 	}
 	err := c.VerifyProject(ctx, "n2", "p-b")
-	wantIs(t, "n2 in p-b", err, ErrOwned)
+	wantIs(t, "n2 in p-b", err, node.ErrOwned)
 	wantContains(t, "n2 in p-b", err, "HIL shows it in project p-a")
-	wantIs(t, "free n1", c.VerifyProject(ctx, "n1", "p-a"), ErrOwned)
-	wantIs(t, "unknown node", c.VerifyProject(ctx, "n9", "p-a"), ErrOwned, ErrNotFound)
+	wantIs(t, "free n1", c.VerifyProject(ctx, "n1", "p-a"), node.ErrOwned)
+	wantIs(t, "unknown node", c.VerifyProject(ctx, "n9", "p-a"), node.ErrOwned, node.ErrNotFound)
 }
 
 // TestRealHILHandOver: free → A → B through real HIL and OBMd, with a
@@ -189,14 +190,14 @@ func TestRealHILHandOver(t *testing.T) {
 	if err := c.Connect(ctx, "node-1", "tenant-a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Power(ctx, "node-1", PowerOn); err != nil {
+	if err := c.Power(ctx, "node-1", node.PowerOn); err != nil {
 		t.Fatal(err)
 	}
 	if on, err := c.PowerStatus(ctx, "node-1"); err != nil || !on {
 		t.Fatalf("power status after on: %v %v", on, err)
 	}
 	k.AttachNetwork("node-1", "tenant-a", "net-a")
-	if err := c.Power(ctx, "node-1", PowerOff); err != nil {
+	if err := c.Power(ctx, "node-1", node.PowerOff); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Detach(ctx, "node-1", "tenant-a"); err != nil {
@@ -214,7 +215,7 @@ func TestRealHILHandOver(t *testing.T) {
 
 	// A pending network action. HIL's network daemon stops before node-2's
 	// network is attached, so the attach stays PENDING: detaching the node
-	// waits (ErrPending, with the likely reason), and so does re-sending a
+	// waits (node.ErrPending, with the likely reason), and so does re-sending a
 	// detach_network, which HIL answers with 409.
 	if err := c.Connect(ctx, "node-2", "tenant-a"); err != nil {
 		t.Fatal(err)
@@ -222,17 +223,17 @@ func TestRealHILHandOver(t *testing.T) {
 	k.StopNetworks()
 	k.QueueAttachNetwork("node-2", "tenant-a", "net-a2")
 	err := c.Detach(ctx, "node-2", "tenant-a")
-	wantIs(t, "detach with an action PENDING", err, ErrPending)
+	wantIs(t, "detach with an action PENDING", err, node.ErrPending)
 	wantContains(t, "detach with an action PENDING", err, "409", "Node has pending network actions", "serve-networks")
 	err = c.detachNetwork(ctx, "node-2", "eth0", "net-a2")
-	wantIs(t, "detach_network with an action PENDING", err, ErrPending)
+	wantIs(t, "detach_network with an action PENDING", err, node.ErrPending)
 	wantContains(t, "detach_network with an action PENDING", err, "409", "A networking operation is already active on the nic.", "serve-networks")
-	if errors.Is(err, ErrBlocked) || errors.Is(err, ErrBackend) {
+	if errors.Is(err, node.ErrBlocked) || errors.Is(err, node.ErrBackend) {
 		t.Fatalf("a pending action is neither blocked nor a backend failure: %v", err)
 	}
 	k.StartNetworks()
 	deadline := time.Now().Add(30 * time.Second)
-	for err = c.Detach(ctx, "node-2", "tenant-a"); errors.Is(err, ErrPending) && time.Now().Before(deadline); err = c.Detach(ctx, "node-2", "tenant-a") {
+	for err = c.Detach(ctx, "node-2", "tenant-a"); errors.Is(err, node.ErrPending) && time.Now().Before(deadline); err = c.Detach(ctx, "node-2", "tenant-a") {
 		time.Sleep(500 * time.Millisecond)
 	}
 	if err != nil {
@@ -243,7 +244,7 @@ func TestRealHILHandOver(t *testing.T) {
 	}
 
 	// A detach_network HIL's daemon does not apply: Detach gives up
-	// waiting with ErrPending, and the re-sent detach gets 409. (Last: HIL's
+	// waiting with node.ErrPending, and the re-sent detach gets 409. (Last: HIL's
 	// mock switch cannot detach this network after a daemon restart.)
 	if err := c.Connect(ctx, "node-3", "tenant-a"); err != nil {
 		t.Fatal(err)
@@ -251,19 +252,19 @@ func TestRealHILHandOver(t *testing.T) {
 	k.AttachNetwork("node-3", "tenant-a", "net-a3")
 	k.StopNetworks()
 	err = c.Detach(ctx, "node-3", "tenant-a")
-	wantIs(t, "detach_network left PENDING", err, ErrPending)
+	wantIs(t, "detach_network left PENDING", err, node.ErrPending)
 	wantContains(t, "detach_network left PENDING", err, "still PENDING after 3s", "serve-networks")
 	err = c.Detach(ctx, "node-3", "tenant-a")
-	wantIs(t, "re-sent detach_network", err, ErrPending)
+	wantIs(t, "re-sent detach_network", err, node.ErrPending)
 	wantContains(t, "re-sent detach_network", err, "A networking operation is already active on the nic.")
 
 	// HIL down: unavailable, a reason to wait, not a node failure.
 	k.Down()
 	err = c.Connect(ctx, "node-2", "tenant-b")
-	wantIs(t, "HIL down", err, ErrUnavailable, ErrBackend)
+	wantIs(t, "HIL down", err, node.ErrUnavailable, node.ErrBackend)
 	wantContains(t, "HIL down", err, "connection refused")
 	_, err = c.NodeProjects(ctx)
-	wantIs(t, "HIL down", err, ErrUnavailable)
+	wantIs(t, "HIL down", err, node.ErrUnavailable)
 
 	// Up again on an empty database: HIL knows no node.
 	k.Up()
@@ -271,7 +272,7 @@ func TestRealHILHandOver(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Fatalf("after HIL lost its state: %v %v", got, err)
 	}
-	wantIs(t, "verify after lost state", c.VerifyProject(ctx, "node-1", "tenant-b"), ErrOwned, ErrNotFound)
+	wantIs(t, "verify after lost state", c.VerifyProject(ctx, "node-1", "tenant-b"), node.ErrOwned, node.ErrNotFound)
 }
 
 // TestRealHILDeadBMC: OBMd runs one operation at a time and waits about
@@ -296,8 +297,8 @@ func TestRealHILDeadBMC(t *testing.T) {
 	}
 	t.Logf("connect behind a dead BMC took %s", time.Since(start).Round(100*time.Millisecond))
 	err := <-dead
-	wantIs(t, "the dead BMC", err, ErrBackend)
-	if errors.Is(err, ErrUnavailable) {
+	wantIs(t, "the dead BMC", err, node.ErrBackend)
+	if errors.Is(err, node.ErrUnavailable) {
 		t.Fatalf("the dead BMC's own error is OBMd's answer, not a timeout: %v", err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 )
 
 // allocator is the method set the appliance needs; Client and Embedded
@@ -19,13 +21,12 @@ type allocator interface {
 	Detach(ctx context.Context, node, project string) error
 	NodeProject(ctx context.Context, node string) (string, error)
 	PowerStatus(ctx context.Context, node string) (bool, error)
-	Power(ctx context.Context, node string, a PowerAction) error
-	SetBootDevice(ctx context.Context, node string, d BootDevice, persistent bool) error
+	Power(ctx context.Context, node string, a node.PowerAction) error
+	SetBootDevice(ctx context.Context, node string, d node.BootDevice, persistent bool) error
 }
 
 var (
 	_ allocator = (*Client)(nil)
-	_ allocator = (*Embedded)(nil)
 )
 
 const (
@@ -161,7 +162,7 @@ func detach(node, project string) func(ctx context.Context, c *Client) (any, err
 	return func(ctx context.Context, c *Client) (any, error) { return nil, c.Detach(ctx, node, project) }
 }
 
-func power(node string, a PowerAction) func(ctx context.Context, c *Client) (any, error) {
+func power(node string, a node.PowerAction) func(ctx context.Context, c *Client) (any, error) {
 	return func(ctx context.Context, c *Client) (any, error) { return nil, c.Power(ctx, node, a) }
 }
 
@@ -173,7 +174,7 @@ func nodeProject(node string) func(ctx context.Context, c *Client) (any, error) 
 	return func(ctx context.Context, c *Client) (any, error) { return c.NodeProject(ctx, node) }
 }
 
-func bootDevice(node string, d BootDevice) func(ctx context.Context, c *Client) (any, error) {
+func bootDevice(node string, d node.BootDevice) func(ctx context.Context, c *Client) (any, error) {
 	return func(ctx context.Context, c *Client) (any, error) { return nil, c.SetBootDevice(ctx, node, d, true) }
 }
 
@@ -223,7 +224,7 @@ func TestClientAllocation(t *testing.T) {
 		"connect node owned by another project": {
 			setup:   ownedBy("node-01", "bob"),
 			run:     connect("node-01", "alice"),
-			wantErr: ErrOwned,
+			wantErr: node.ErrOwned,
 			wantSub: `HIL shows project "bob"`,
 			check: func(t *testing.T, f *fakeHIL) {
 				wantState(t, f, "node-01", fakeNodeState{Project: "bob", OBMEnabled: true})
@@ -243,18 +244,18 @@ func TestClientAllocation(t *testing.T) {
 			user: "alice-user", password: "alice-pw",
 			setup:   ownedBy("node-01", "bob"),
 			run:     connect("node-01", "alice"),
-			wantErr: ErrOwned,
+			wantErr: node.ErrOwned,
 			wantSub: "Node is already owned by a project.",
 		},
 		"connect unknown node": {
 			run:     connect("node-99", "alice"),
-			wantErr: ErrNotFound,
+			wantErr: node.ErrNotFound,
 			wantSub: `404 NotFoundError "Node node-99 does not exist."`,
 		},
 		"connect when OBMd is unreachable": {
 			setup:   func(f *fakeHIL, _ *Client) { f.obmd.set(func(o *fakeOBMd) { o.down = true }) },
 			run:     connect("node-01", "alice"),
-			wantErr: ErrBackend,
+			wantErr: node.ErrBackend,
 			wantSub: "PUT /v0/node/node-01/obm: 500 Internal Server Error",
 		},
 		"detach node with networks and OBM enabled": {
@@ -298,7 +299,7 @@ func TestClientAllocation(t *testing.T) {
 		"detach from the wrong project": {
 			setup:   ownedBy("node-01", "bob"),
 			run:     detach("node-01", "alice"),
-			wantErr: ErrOwned,
+			wantErr: node.ErrOwned,
 			wantSub: `HIL shows project "bob"`,
 			check: func(t *testing.T, f *fakeHIL) {
 				wantState(t, f, "node-01", fakeNodeState{Project: "bob", OBMEnabled: true})
@@ -324,7 +325,7 @@ func TestClientAllocation(t *testing.T) {
 				f.configure(func(f *fakeHIL) { f.failActions = true })
 			},
 			run:     detach("node-01", "alice"),
-			wantErr: ErrBackend,
+			wantErr: node.ErrBackend,
 			wantSub: `status "ERROR"`,
 			check: func(t *testing.T, f *fakeHIL) {
 				wantState(t, f, "node-01", fakeNodeState{Project: "alice", OBMEnabled: true, Networks: []string{"eth0:alice-net"}})
@@ -336,7 +337,7 @@ func TestClientAllocation(t *testing.T) {
 		"node project of a free node":  {run: nodeProject("node-01"), want: ""},
 		"node project of an owned one": {setup: ownedBy("node-01", "bob"), run: nodeProject("node-01"), want: "bob"},
 		"node project of an unknown node": {
-			run: nodeProject("node-99"), wantErr: ErrNotFound, wantSub: "GET /v0/node/node-99: 404 NotFoundError",
+			run: nodeProject("node-99"), wantErr: node.ErrNotFound, wantSub: "GET /v0/node/node-99: 404 NotFoundError",
 		},
 	})
 }
@@ -369,7 +370,7 @@ func TestClientPower(t *testing.T) {
 	alice := ownedBy("node-01", "alice")
 	runRows(t, map[string]row{
 		"power on through the 307": {
-			setup: alice, run: power("node-01", PowerOn),
+			setup: alice, run: power("node-01", node.PowerOn),
 			check: func(t *testing.T, f *fakeHIL) {
 				wantOBMd(http.MethodPost, "power_on", "")(t, f)
 				if !f.obmd.node(f.obmdID("node-01")).on {
@@ -378,20 +379,20 @@ func TestClientPower(t *testing.T) {
 			},
 		},
 		"power off through the 307": {
-			setup: alice, run: power("node-01", PowerOff), check: wantOBMd(http.MethodPost, "power_off", ""),
+			setup: alice, run: power("node-01", node.PowerOff), check: wantOBMd(http.MethodPost, "power_off", ""),
 		},
 		"power cycle sends force false": {
-			setup: alice, run: power("node-01", PowerCycle), check: wantOBMd(http.MethodPost, "power_cycle", `{"force": false}`),
+			setup: alice, run: power("node-01", node.PowerCycle), check: wantOBMd(http.MethodPost, "power_cycle", `{"force": false}`),
 		},
 		"reset is a forced power cycle": {
-			setup: alice, run: power("node-01", PowerReset), check: wantOBMd(http.MethodPost, "power_cycle", `{"force": true}`),
+			setup: alice, run: power("node-01", node.PowerReset), check: wantOBMd(http.MethodPost, "power_cycle", `{"force": true}`),
 		},
 		"soft is not supported by HIL": {
-			setup: alice, run: power("node-01", PowerSoft),
-			wantErr: ErrBadArgument, wantSub: "not supported by HIL", check: noCalls,
+			setup: alice, run: power("node-01", node.PowerSoft),
+			wantErr: node.ErrBadArgument, wantSub: "not supported by HIL", check: noCalls,
 		},
 		"unknown power action": {
-			setup: alice, run: power("node-01", "hibernate"), wantErr: ErrBadArgument, wantSub: "hibernate", check: noCalls,
+			setup: alice, run: power("node-01", "hibernate"), wantErr: node.ErrBadArgument, wantSub: "hibernate", check: noCalls,
 		},
 		"status on": {
 			setup: func(f *fakeHIL, c *Client) {
@@ -403,19 +404,19 @@ func TestClientPower(t *testing.T) {
 		"status off":                 {setup: alice, run: powerStatus("node-01"), want: false},
 		"status in IPMI's words":     {setup: statusText("Chassis Power is on"), run: powerStatus("node-01"), want: true},
 		"status capitalised":         {setup: statusText("Off"), run: powerStatus("node-01"), want: false},
-		"status OBMd's mock reports": {setup: statusText("Mock Status"), run: powerStatus("node-01"), wantErr: ErrBackend, wantSub: `"Mock Status"`},
+		"status OBMd's mock reports": {setup: statusText("Mock Status"), run: powerStatus("node-01"), wantErr: node.ErrBackend, wantSub: `"Mock Status"`},
 		"status with the OBM disabled": {
 			setup: func(f *fakeHIL, _ *Client) { f.setProject("node-01", "alice") },
-			run:   powerStatus("node-01"), wantErr: ErrBlocked, wantSub: `409 BlockedError "OBM is not enabled"`,
+			run:   powerStatus("node-01"), wantErr: node.ErrBlocked, wantSub: `409 BlockedError "OBM is not enabled"`,
 		},
 		"power on a free node": {
-			run: power("node-01", PowerOn), wantErr: ErrBlocked, wantSub: "OBM is not enabled",
+			run: power("node-01", node.PowerOn), wantErr: node.ErrBlocked, wantSub: "OBM is not enabled",
 		},
 		"power on an unknown node": {
-			run: power("node-99", PowerOn), wantErr: ErrNotFound,
+			run: power("node-99", node.PowerOn), wantErr: node.ErrNotFound,
 		},
 		"boot from pxe": {
-			setup: alice, run: bootDevice("node-01", BootPXE),
+			setup: alice, run: bootDevice("node-01", node.BootPXE),
 			check: func(t *testing.T, f *fakeHIL) {
 				wantOBMd(http.MethodPut, "boot_device", `{"bootdev": "pxe"}`)(t, f)
 				if got := f.obmd.node(f.obmdID("node-01")).bootdev; got != "pxe" {
@@ -423,16 +424,16 @@ func TestClientPower(t *testing.T) {
 				}
 			},
 		},
-		"boot from disk":   {setup: alice, run: bootDevice("node-01", BootDisk), check: wantOBMd(http.MethodPut, "boot_device", `{"bootdev": "disk"}`)},
-		"boot from bios":   {setup: alice, run: bootDevice("node-01", BootBIOS), wantErr: ErrBadArgument, wantSub: "not supported by HIL", check: noCalls},
-		"boot from cdrom":  {setup: alice, run: bootDevice("node-01", BootCDROM), wantErr: ErrBadArgument, check: noCalls},
-		"boot from floppy": {setup: alice, run: bootDevice("node-01", "floppy"), wantErr: ErrBadArgument, check: noCalls},
+		"boot from disk":   {setup: alice, run: bootDevice("node-01", node.BootDisk), check: wantOBMd(http.MethodPut, "boot_device", `{"bootdev": "disk"}`)},
+		"boot from bios":   {setup: alice, run: bootDevice("node-01", node.BootBIOS), wantErr: node.ErrBadArgument, wantSub: "not supported by HIL", check: noCalls},
+		"boot from cdrom":  {setup: alice, run: bootDevice("node-01", node.BootCDROM), wantErr: node.ErrBadArgument, check: noCalls},
+		"boot from floppy": {setup: alice, run: bootDevice("node-01", "floppy"), wantErr: node.ErrBadArgument, check: noCalls},
 		"OBMd driver error": {
 			setup: func(f *fakeHIL, c *Client) {
 				alice(f, c)
 				f.obmd.set(func(o *fakeOBMd) { o.failWith = http.StatusInternalServerError })
 			},
-			run: power("node-01", PowerOn), wantErr: ErrBackend,
+			run: power("node-01", node.PowerOn), wantErr: node.ErrBackend,
 			wantSub: "POST /v0/node/node-01/power_on: OBMd /node/obmd-1/power_on: 500",
 		},
 		"OBMd forgot the token after a HIL restart": {
@@ -440,7 +441,7 @@ func TestClientPower(t *testing.T) {
 				alice(f, c)
 				f.obmd.forgetTokens()
 			},
-			run: power("node-01", PowerOn),
+			run: power("node-01", node.PowerOn),
 			check: func(t *testing.T, f *fakeHIL) {
 				wantCalls(t, f, "POST /v0/node/node-01/power_on", "PUT /v0/node/node-01/obm", "POST /v0/node/node-01/power_on")
 				wantOBMd(http.MethodPost, "power_on", "")(t, f)
@@ -466,7 +467,7 @@ func TestClientPower(t *testing.T) {
 				alice(f, c)
 				f.obmd.set(func(o *fakeOBMd) { o.failWith = http.StatusBadRequest })
 			},
-			run: bootDevice("node-01", BootPXE), wantErr: ErrBadArgument,
+			run: bootDevice("node-01", node.BootPXE), wantErr: node.ErrBadArgument,
 		},
 		"a previous owner's member gets 401": {
 			user: "alice-user", password: "alice-pw", setup: ownedBy("node-01", "bob"),
@@ -516,19 +517,19 @@ func TestClientErrors(t *testing.T) {
 		},
 		"OBMError from HIL": {
 			setup: inject("PUT /v0/node/node-01/obm", hilError(500, "OBMError", "Could not reach obmd")),
-			run:   connect("node-01", "alice"), wantErr: ErrBackend, wantSub: `500 OBMError "Could not reach obmd"`,
+			run:   connect("node-01", "alice"), wantErr: node.ErrBackend, wantSub: `500 OBMError "Could not reach obmd"`,
 		},
 		"HTML 500 page": {
 			setup: inject("GET /v0/node/node-01", htmlPage(500)),
-			run:   nodeProject("node-01"), wantErr: ErrBackend, wantSub: "GET /v0/node/node-01: 500 Internal Server Error",
+			run:   nodeProject("node-01"), wantErr: node.ErrBackend, wantSub: "GET /v0/node/node-01: 500 Internal Server Error",
 		},
 		"malformed error body maps by status": {
 			setup: inject("POST /v0/project/alice/connect_node", fakeResp{status: 409, body: `{"type": "Bloc`}),
-			run:   connect("node-01", "alice"), wantErr: ErrBlocked, wantSub: `409 "{\"type\": \"Bloc"`,
+			run:   connect("node-01", "alice"), wantErr: node.ErrBlocked, wantSub: `409 "{\"type\": \"Bloc"`,
 		},
 		"empty 404": {
 			setup: inject("GET /v0/node/node-01", fakeResp{status: 404}),
-			run:   nodeProject("node-01"), wantErr: ErrNotFound, wantSub: "404 Not Found",
+			run:   nodeProject("node-01"), wantErr: node.ErrNotFound, wantSub: "404 Not Found",
 		},
 		"empty 401": {
 			setup: inject("GET /v0/node/node-01", fakeResp{status: 401}),
@@ -540,11 +541,11 @@ func TestClientErrors(t *testing.T) {
 		},
 		"400 ValidationError": {
 			setup: inject("POST /v0/project/alice/connect_node", hilError(400, "ValidationError", "Request arguments are not valid for this request")),
-			run:   connect("node-01", "alice"), wantErr: ErrBadArgument, wantSub: "ValidationError",
+			run:   connect("node-01", "alice"), wantErr: node.ErrBadArgument, wantSub: "ValidationError",
 		},
 		"IllegalStateError is blocked": {
 			setup: inject("POST /v0/project/alice/connect_node", hilError(409, "IllegalStateError", "nope")),
-			run:   connect("node-01", "alice"), wantErr: ErrBlocked,
+			run:   connect("node-01", "alice"), wantErr: node.ErrBlocked,
 		},
 		"ProjectMismatchError is owned": {
 			setup: func(f *fakeHIL, c *Client) {
@@ -552,23 +553,23 @@ func TestClientErrors(t *testing.T) {
 				f.attach("node-01", "eth0", "alice-net")
 				f.setInject("POST /v0/node/node-01/nic/eth0/detach_network", hilError(409, "ProjectMismatchError", "Node not in project"))
 			},
-			run: detach("node-01", "alice"), wantErr: ErrOwned,
+			run: detach("node-01", "alice"), wantErr: node.ErrOwned,
 		},
 		"503 without a body": {
 			setup: inject("GET /v0/node/node-01", fakeResp{status: 503}),
-			run:   nodeProject("node-01"), wantErr: ErrBackend, wantSub: "503 Service Unavailable",
+			run:   nodeProject("node-01"), wantErr: node.ErrBackend, wantSub: "503 Service Unavailable",
 		},
 		"a redirect other than 307 is not followed": {
 			setup: inject("GET /v0/node/node-01", fakeResp{status: 302, location: "/elsewhere"}),
-			run:   nodeProject("node-01"), wantErr: ErrBackend, wantSub: "302",
+			run:   nodeProject("node-01"), wantErr: node.ErrBackend, wantSub: "302",
 		},
 		"empty success where JSON is expected": {
 			setup: inject("GET /v0/node/node-01", fakeResp{status: 200}),
-			run:   nodeProject("node-01"), wantErr: ErrBackend, wantSub: "decode 200 answer",
+			run:   nodeProject("node-01"), wantErr: node.ErrBackend, wantSub: "decode 200 answer",
 		},
 		"success that is not JSON": {
 			setup: inject("GET /v0/node/node-01", fakeResp{status: 200, body: "<html>hello</html>"}),
-			run:   nodeProject("node-01"), wantErr: ErrBackend, wantSub: "decode 200 answer",
+			run:   nodeProject("node-01"), wantErr: node.ErrBackend, wantSub: "decode 200 answer",
 		},
 		"202 without a status_id": {
 			setup: func(f *fakeHIL, c *Client) {
@@ -576,7 +577,7 @@ func TestClientErrors(t *testing.T) {
 				f.attach("node-01", "eth0", "alice-net")
 				f.setInject("POST /v0/node/node-01/nic/eth0/detach_network", fakeResp{status: 202, body: "{}"})
 			},
-			run: detach("node-01", "alice"), wantErr: ErrBackend, wantSub: "no status_id",
+			run: detach("node-01", "alice"), wantErr: node.ErrBackend, wantSub: "no status_id",
 		},
 	})
 }
@@ -589,7 +590,7 @@ func TestClientNullAuth(t *testing.T) {
 	if err := c.Connect(ctx, "node-01", "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Power(ctx, "node-01", PowerOn); err != nil {
+	if err := c.Power(ctx, "node-01", node.PowerOn); err != nil {
 		t.Fatal(err)
 	}
 	if on, err := c.PowerStatus(ctx, "node-01"); err != nil || !on {
@@ -607,15 +608,15 @@ func TestClientNames(t *testing.T) {
 			errs := []error{
 				c.Connect(ctx, name, "alice"), c.Connect(ctx, "node-01", name),
 				c.Detach(ctx, name, "alice"), c.Detach(ctx, "node-01", name),
-				c.Power(ctx, name, PowerOn), c.SetBootDevice(ctx, name, BootPXE, false),
+				c.Power(ctx, name, node.PowerOn), c.SetBootDevice(ctx, name, node.BootPXE, false),
 			}
 			_, err := c.NodeProject(ctx, name)
 			errs = append(errs, err)
 			_, err = c.PowerStatus(ctx, name)
 			errs = append(errs, err)
 			for i, err := range errs {
-				if !errors.Is(err, ErrBadArgument) {
-					t.Errorf("call %d: error %v, want ErrBadArgument", i, err)
+				if !errors.Is(err, node.ErrBadArgument) {
+					t.Errorf("call %d: error %v, want node.ErrBadArgument", i, err)
 				}
 			}
 			wantCalls(t, f)
@@ -631,7 +632,7 @@ func TestClientNames(t *testing.T) {
 			if err := c.Connect(t.Context(), name, project); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Power(t.Context(), name, PowerOn); err != nil {
+			if err := c.Power(t.Context(), name, node.PowerOn); err != nil {
 				t.Fatal(err)
 			}
 			wantState(t, f, name, fakeNodeState{Project: project, OBMEnabled: true})
@@ -658,7 +659,7 @@ func TestClientDeadlines(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 		defer cancel()
 		_, err := c.NodeProject(ctx, "node-01")
-		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrBackend) {
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, node.ErrBackend) {
 			t.Fatalf("error %v, want the caller's deadline and not a backend failure", err)
 		}
 	})
@@ -668,7 +669,7 @@ func TestClientDeadlines(t *testing.T) {
 		c := newTestClient(t, f, adminUser, adminPassword)
 		c.timeout = 50 * time.Millisecond
 		_, err := c.NodeProject(t.Context(), "node-01")
-		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrBackend) || !errors.Is(err, ErrUnavailable) {
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, node.ErrBackend) || !errors.Is(err, node.ErrUnavailable) {
 			t.Fatalf("error %v, want a deadline that counts as HIL unavailable", err)
 		}
 	})
@@ -684,7 +685,7 @@ func TestClientDeadlines(t *testing.T) {
 		})
 		c := newTestClient(t, f, adminUser, adminPassword)
 		c.timeout, c.obmTimeout = 50*time.Millisecond, 5*time.Second // only OBM calls below
-		if err := c.Power(t.Context(), "node-01", PowerOn); err != nil {
+		if err := c.Power(t.Context(), "node-01", node.PowerOn); err != nil {
 			t.Fatalf("power on behind a busy OBMd: %v", err)
 		}
 		if err := c.setOBM(t.Context(), "node-01", false); err != nil {
@@ -700,7 +701,7 @@ func TestClientDeadlines(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 		defer cancel()
 		err := c.Detach(ctx, "node-01", "alice")
-		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrBackend) {
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, node.ErrBackend) {
 			t.Fatalf("error %v, want the caller's deadline", err)
 		}
 		wantState(t, f, "node-01", fakeNodeState{Project: "alice", OBMEnabled: true, Networks: []string{"eth0:alice-net"}, Pending: true})
@@ -711,7 +712,7 @@ func TestClientDeadlines(t *testing.T) {
 		c := newTestClient(t, f, adminUser, adminPassword)
 		c.obmTimeout = 50 * time.Millisecond
 		f.obmd.set(func(o *fakeOBMd) { o.hang = true })
-		err := c.Power(t.Context(), "node-01", PowerOn)
+		err := c.Power(t.Context(), "node-01", node.PowerOn)
 		checkErr(t, f, err, context.DeadlineExceeded, "POST /v0/node/node-01/power_on")
 	})
 }
@@ -742,8 +743,8 @@ func TestNewClient(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c, err := NewClient(tc.cfg)
 			if tc.wantSub != "" {
-				if !errors.Is(err, ErrBadArgument) || !strings.Contains(err.Error(), tc.wantSub) {
-					t.Fatalf("error %v, want ErrBadArgument with %q", err, tc.wantSub)
+				if !errors.Is(err, node.ErrBadArgument) || !strings.Contains(err.Error(), tc.wantSub) {
+					t.Fatalf("error %v, want node.ErrBadArgument with %q", err, tc.wantSub)
 				}
 				if tc.cfg.Password != "" && strings.Contains(err.Error(), tc.cfg.Password) {
 					t.Fatal("error leaks the password")
@@ -797,13 +798,13 @@ func TestHandOver(t *testing.T) {
 	must(c.Connect(ctx, "node-01", "alice"))
 	wantState(t, f, "node-01", fakeNodeState{Project: "alice", OBMEnabled: true})
 	aliceToken := f.state("node-01").Token
-	must(aliceUser.Power(ctx, "node-01", PowerOn))
+	must(aliceUser.Power(ctx, "node-01", node.PowerOn))
 	wantPower(aliceUser, true)
 	f.attach("node-01", "eth0", "alice-net")
 	wantState(t, f, "node-01", fakeNodeState{Project: "alice", OBMEnabled: true, Networks: []string{"eth0:alice-net"}})
 
 	// The lease ends: power off, then detach.
-	must(c.Power(ctx, "node-01", PowerOff))
+	must(c.Power(ctx, "node-01", node.PowerOff))
 	wantPower(c, false)
 	must(c.Detach(ctx, "node-01", "alice"))
 	wantState(t, f, "node-01", fakeNodeState{})
@@ -814,7 +815,7 @@ func TestHandOver(t *testing.T) {
 		t.Fatalf("alice's old OBMd token answers %d, want 401", code)
 	}
 	_, err := c.PowerStatus(ctx, "node-01")
-	checkErr(t, f, err, ErrBlocked, "OBM is not enabled")
+	checkErr(t, f, err, node.ErrBlocked, "OBM is not enabled")
 
 	// bob leases it.
 	must(c.Connect(ctx, "node-01", "bob"))
@@ -823,7 +824,7 @@ func TestHandOver(t *testing.T) {
 	if bobToken == aliceToken {
 		t.Fatal("bob got alice's token")
 	}
-	must(c.Power(ctx, "node-01", PowerCycle))
+	must(c.Power(ctx, "node-01", node.PowerCycle))
 	wantPower(c, true)
 	if code := obmdStatusWith(t, f, aliceToken); code != http.StatusUnauthorized {
 		t.Fatalf("alice's old OBMd token answers %d after bob's connect, want 401", code)
@@ -835,8 +836,8 @@ func TestHandOver(t *testing.T) {
 	// alice and her user can no longer touch it.
 	_, err = aliceUser.PowerStatus(ctx, "node-01")
 	checkErr(t, f, err, ErrUnauthorized, "401 AuthorizationError")
-	checkErr(t, f, c.Detach(ctx, "node-01", "alice"), ErrOwned, `"bob"`)
-	checkErr(t, f, c.Connect(ctx, "node-01", "alice"), ErrOwned, `"bob"`)
+	checkErr(t, f, c.Detach(ctx, "node-01", "alice"), node.ErrOwned, `"bob"`)
+	checkErr(t, f, c.Connect(ctx, "node-01", "alice"), node.ErrOwned, `"bob"`)
 	wantState(t, f, "node-01", fakeNodeState{Project: "bob", OBMEnabled: true})
 	if f.state("node-01").Token != bobToken {
 		t.Fatal("alice's failed calls changed bob's token")

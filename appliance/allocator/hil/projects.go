@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 )
 
 // NodeProjects returns every node HIL has, mapped to its project, free
@@ -70,7 +72,7 @@ func (c *Client) nodeByNode(ctx context.Context, out map[string]string, free []s
 			continue
 		}
 		p, err := c.NodeProject(ctx, n)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, node.ErrNotFound) {
 			continue // deleted meanwhile
 		}
 		if err != nil {
@@ -82,22 +84,22 @@ func (c *Client) nodeByNode(ctx context.Context, out map[string]string, free []s
 }
 
 // VerifyProject returns nil when HIL shows node in project, and otherwise
-// an error wrapping ErrOwned, also wrapping ErrNotFound when HIL does not
+// an error wrapping node.ErrOwned, also wrapping node.ErrNotFound when HIL does not
 // know the node at all (HIL lost its state). It costs one HIL call.
-func (c *Client) VerifyProject(ctx context.Context, node, project string) error {
-	if err := checkNames(node, project); err != nil {
+func (c *Client) VerifyProject(ctx context.Context, name, project string) error {
+	if err := checkNames(name, project); err != nil {
 		return fmt.Errorf("verify project: %w", err)
 	}
-	n, err := c.showNode(ctx, node)
+	n, err := c.showNode(ctx, name)
 	switch {
-	case errors.Is(err, ErrNotFound):
-		return fmt.Errorf("node %s: %w: HIL does not know the node (%w)", node, ErrOwned, err)
+	case errors.Is(err, node.ErrNotFound):
+		return fmt.Errorf("node %s: %w: HIL does not know the node (%w)", name, node.ErrOwned, err)
 	case err != nil:
-		return fmt.Errorf("verify project of node %s: %w", node, err)
+		return fmt.Errorf("verify project of node %s: %w", name, err)
 	case n.Project == nil:
-		return fmt.Errorf("node %s: %w: HIL shows it free, not in project %s", node, ErrOwned, project)
+		return fmt.Errorf("node %s: %w: HIL shows it free, not in project %s", name, node.ErrOwned, project)
 	case *n.Project != project:
-		return fmt.Errorf("node %s: %w: HIL shows it in project %s, not %s", node, ErrOwned, *n.Project, project)
+		return fmt.Errorf("node %s: %w: HIL shows it in project %s, not %s", name, node.ErrOwned, *n.Project, project)
 	}
 	return nil
 }
@@ -125,29 +127,29 @@ func (c *Client) CheckAdmin(ctx context.Context) error {
 // that name, it is in no project, and its OBM works — HIL gets an OBMd
 // token for it and OBMd reads its power (the OBM is disabled again
 // afterwards). The error says what is missing.
-func (c *Client) CheckNode(ctx context.Context, node string) error {
-	if err := checkName("node", node); err != nil {
+func (c *Client) CheckNode(ctx context.Context, name string) error {
+	if err := checkName("node", name); err != nil {
 		return fmt.Errorf("check HIL node: %w", err)
 	}
-	n, err := c.showNode(ctx, node)
+	n, err := c.showNode(ctx, name)
 	switch {
-	case errors.Is(err, ErrNotFound):
-		return fmt.Errorf("HIL has no node named %q: register it in HIL under the same name, with its OBM in OBMd (%w)", node, err)
+	case errors.Is(err, node.ErrNotFound):
+		return fmt.Errorf("HIL has no node named %q: register it in HIL under the same name, with its OBM in OBMd (%w)", name, err)
 	case err != nil:
-		return fmt.Errorf("check HIL node %s: %w", node, err)
+		return fmt.Errorf("check HIL node %s: %w", name, err)
 	case n.Project != nil:
-		return fmt.Errorf("HIL node %s is in project %q: %w: a node must be free in HIL before its first lease (detach it in HIL)", node, *n.Project, ErrOwned)
+		return fmt.Errorf("HIL node %s is in project %q: %w: a node must be free in HIL before its first lease (detach it in HIL)", name, *n.Project, node.ErrOwned)
 	}
-	if err := c.setOBM(ctx, node, true); err != nil {
-		return fmt.Errorf("HIL node %s: HIL cannot enable its OBM (is the node registered in OBMd, and its obmd uri and admin token right?): %w", node, err)
+	if err := c.setOBM(ctx, name, true); err != nil {
+		return fmt.Errorf("HIL node %s: HIL cannot enable its OBM (is the node registered in OBMd, and its obmd uri and admin token right?): %w", name, err)
 	}
-	_, serr := c.PowerStatus(ctx, node)
-	derr := c.setOBM(context.WithoutCancel(ctx), node, false)
+	_, serr := c.PowerStatus(ctx, name)
+	derr := c.setOBM(context.WithoutCancel(ctx), name, false)
 	if serr != nil {
-		return fmt.Errorf("HIL node %s: OBMd cannot read its power (is its BMC reachable, its OBMd info right?): %w", node, serr)
+		return fmt.Errorf("HIL node %s: OBMd cannot read its power (is its BMC reachable, its OBMd info right?): %w", name, serr)
 	}
 	if derr != nil {
-		return fmt.Errorf("HIL node %s: disable its OBM again: %w", node, derr)
+		return fmt.Errorf("HIL node %s: disable its OBM again: %w", name, derr)
 	}
 	return nil
 }
