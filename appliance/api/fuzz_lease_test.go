@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
@@ -29,7 +30,7 @@ func FuzzLeaseRequest(f *testing.F) {
 	a := New(Config{Limits: lim, Now: func() time.Time { return now }})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		// As createLease does: the one strict decoder, then the checks.
-		var req leaseRequest
+		var req wire.LeaseRequest
 		r := httptest.NewRequest(http.MethodPost, "/api/v1/leases", bytes.NewReader(body))
 		err := httpx.DecodeJSON(httptest.NewRecorder(), r, &req, 0)
 		var l lease.Lease
@@ -60,7 +61,7 @@ func FuzzLeaseRequest(f *testing.F) {
 			t.Fatalf("parsing set stored fields: %+v", l)
 		}
 
-		req = leaseRequest{}
+		req = wire.LeaseRequest{}
 		if err := json.Unmarshal(body, &req); err != nil {
 			t.Fatalf("accepted a body that does not decode: %v", err)
 		}

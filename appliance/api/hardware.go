@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
@@ -59,7 +60,7 @@ func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
 	if on {
 		state = "on"
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"node": name, "power": state, "holder": holder})
+	httpx.WriteJSON(w, http.StatusOK, wire.Power{Node: name, Power: state, Holder: holder})
 	return nil
 }
 
@@ -74,7 +75,7 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req powerRequest
+	var req wire.PowerRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
@@ -116,16 +117,6 @@ func (a *API) nodePowerAction(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// powerRequest is the body of PUT /api/v1/nodes/{name}/power.
-type powerRequest struct {
-	Action string `json:"action"`
-}
-
-// passwordRequest is the body of PUT /api/v1/nodes/{name}/bmc-password.
-type passwordRequest struct {
-	Password string `json:"password"`
-}
-
 func checkBMCPassword(field, pw string) error {
 	if pw == "" || len(pw) > maxBMCPassword {
 		return &inventory.FieldError{Field: field, Reason: fmt.Sprintf("must be 1-%d bytes (IPMI 2.0)", maxBMCPassword)}
@@ -141,7 +132,7 @@ func (a *API) setBMCPassword(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req passwordRequest
+	var req wire.PasswordRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
@@ -201,10 +192,7 @@ func (a *API) getHandover(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusOK, struct {
-		lease.Handover
-		Journal []lease.JournalEntry `json:"journal"`
-	}{h, j})
+	httpx.WriteJSON(w, http.StatusOK, wire.Handover{Handover: h, Journal: j})
 	return nil
 }
 

@@ -8,31 +8,14 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 )
 
-// nodeRequest is the body of POST /api/v1/nodes. The BMC password is not
-// accepted here: it belongs in the secret store.
-type nodeRequest struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description"`
-	MACs        []string `json:"macs"`
-	BMC         *struct {
-		Host string `json:"host"`
-		Port int    `json:"port"`
-		User string `json:"user"`
-		// Password goes to the secret store, never to the node record.
-		Password string `json:"password"`
-	} `json:"bmc"`
-	// TenantBMCAddress, if set, is checked (inside the range, unique);
-	// a free address of the range is given otherwise.
-	TenantBMCAddress string `json:"tenant_bmc_address"`
-}
-
 func (a *API) createNode(w http.ResponseWriter, r *http.Request) error {
-	var req nodeRequest
+	var req wire.NodeRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
@@ -134,15 +117,8 @@ func (a *API) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// tenantRequest is the body of POST /api/v1/tenants.
-type tenantRequest struct {
-	Name        string `json:"name"`
-	Description string `json:"description"`
-	ForemanURL  string `json:"foreman_url"`
-}
-
 func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
-	var req tenantRequest
+	var req wire.TenantRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
@@ -198,7 +174,7 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 // needMACOrBMC refuses a node the appliance could neither recognise when
 // it boots (no MAC) nor power (no BMC). Invalid values given for either
 // are Normalize's to report.
-func needMACOrBMC(req nodeRequest) error {
+func needMACOrBMC(req wire.NodeRequest) error {
 	if len(req.MACs) > 0 || (req.BMC != nil && req.BMC.Host != "") {
 		return nil
 	}

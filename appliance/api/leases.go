@@ -16,22 +16,11 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
-// leaseRequest is the body of POST /api/v1/leases. Start defaults to now;
-// the end is given as End or as Duration from the start, or defaults to
-// leases.default_duration.
-type leaseRequest struct {
-	Node     string `json:"node"`
-	Tenant   string `json:"tenant"`
-	Start    string `json:"start"`
-	End      string `json:"end"`
-	Duration string `json:"duration"`
-}
-
 func (a *API) view(l lease.Lease) wire.Lease { return wire.Lease{Lease: l, State: l.StateAt(a.now())} }
 
 // parseLeaseRequest checks the fields of a lease request at now. It does
 // not apply limits: the store does, atomically.
-func parseLeaseRequest(req leaseRequest, now time.Time, lim lease.Limits) (lease.Lease, error) {
+func parseLeaseRequest(req wire.LeaseRequest, now time.Time, lim lease.Limits) (lease.Lease, error) {
 	l := lease.Lease{Node: req.Node, Tenant: req.Tenant, Start: now}
 	errs := []error{inventory.ValidateName("node", req.Node), inventory.ValidateName("tenant", req.Tenant)}
 	if req.Start != "" {
@@ -71,7 +60,7 @@ func parseTime(field, s string) (time.Time, error) {
 }
 
 func (a *API) createLease(w http.ResponseWriter, r *http.Request) error {
-	var req leaseRequest
+	var req wire.LeaseRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}
@@ -177,19 +166,12 @@ func (a *API) cancelLease(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// extendRequest is the body of POST /api/v1/leases/{id}/extend: a new end,
-// or a duration to add to the current one.
-type extendRequest struct {
-	End string `json:"end"`
-	By  string `json:"by"`
-}
-
 func (a *API) extendLease(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
 	if err != nil {
 		return err
 	}
-	var req extendRequest
+	var req wire.ExtendRequest
 	if err := httpx.DecodeJSON(w, r, &req, 0); err != nil {
 		return err
 	}

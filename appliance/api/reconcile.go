@@ -7,9 +7,9 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
 	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
-	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
 )
 
@@ -83,13 +83,6 @@ func (a *API) getPass(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// retryAnswer is the answer to a handover's retry: the handover as the
-// retry left it, and the pass that will run it.
-type retryAnswer struct {
-	lease.Handover
-	Pass *reconcile.PassRecord `json:"pass,omitempty"`
-}
-
 // retryHandover sets a stuck handover running again and asks for a pass
 // that starts after the retry (queued behind a running one); it answers
 // 202 with the handover and that pass, whose record shows its progress.
@@ -113,11 +106,11 @@ func (a *API) retryHandover(w http.ResponseWriter, r *http.Request) error {
 		// No reconciler, or shutting down. The handover is running
 		// again: the next pass (after a restart) resumes it.
 		a.audit(r, "handover.retry", target, "no pass now: the next one resumes it", nil)
-		httpx.WriteJSON(w, http.StatusOK, retryAnswer{Handover: h})
+		httpx.WriteJSON(w, http.StatusOK, wire.Retry{Handover: h})
 		return nil
 	}
 	a.audit(r, "handover.retry", target, passDetail(p, started), nil)
 	w.Header().Set("Location", passLocation(p.ID))
-	httpx.WriteJSON(w, http.StatusAccepted, retryAnswer{Handover: h, Pass: &p})
+	httpx.WriteJSON(w, http.StatusAccepted, wire.Retry{Handover: h, Pass: &p})
 	return nil
 }

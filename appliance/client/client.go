@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
 	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/inventory"
@@ -68,12 +69,6 @@ func (e *Error) Unwrap() error {
 	return e.answer
 }
 
-// Lease is a lease with its state at the time of the answer.
-type Lease struct {
-	lease.Lease
-	State lease.State `json:"state"`
-}
-
 // do sends in (if not nil) as JSON and decodes a JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	_, err := c.doStatus(ctx, method, path, in, out)
@@ -103,26 +98,6 @@ func apiError(err error) error {
 	return e
 }
 
-// NodeSpec is what registering a node takes.
-type NodeSpec struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description,omitempty"`
-	MACs        []string `json:"macs,omitempty"`
-	BMC         *BMCSpec `json:"bmc,omitempty"`
-	// TenantBMCAddress, if set, is the node's tenant-facing BMC address;
-	// the appliance picks a free one from its range otherwise.
-	TenantBMCAddress string `json:"tenant_bmc_address,omitempty"`
-}
-
-// BMCSpec names a node's BMC. Host may include a port.
-type BMCSpec struct {
-	Host string `json:"host"`
-	Port int    `json:"port,omitempty"`
-	User string `json:"user,omitempty"`
-	// Password is stored in the appliance's secret store, never returned.
-	Password string `json:"password,omitempty"`
-}
-
 // CreateNode registers a node.
 func (c *Client) CreateNode(ctx context.Context, n NodeSpec) (inventory.Node, error) {
 	var out inventory.Node
@@ -144,13 +119,6 @@ func (c *Client) Node(ctx context.Context, name string) (inventory.Node, error) 
 // DeleteNode removes a node.
 func (c *Client) DeleteNode(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/api/v1/nodes/"+url.PathEscape(name), nil, nil)
-}
-
-// TenantSpec is what registering a tenant takes.
-type TenantSpec struct {
-	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
-	ForemanURL  string `json:"foreman_url,omitempty"`
 }
 
 // CreateTenant registers a tenant.
@@ -176,22 +144,30 @@ func (c *Client) DeleteTenant(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/api/v1/tenants/"+url.PathEscape(name), nil, nil)
 }
 
-// LeaseSpec is what creating a lease takes. Start defaults to now; give End
-// or Duration (a Go duration such as 72h), or neither for the default.
-type LeaseSpec struct {
-	Node     string `json:"node"`
-	Tenant   string `json:"tenant"`
-	Start    string `json:"start,omitempty"`
-	End      string `json:"end,omitempty"`
-	Duration string `json:"duration,omitempty"`
-}
-
 // CreateLease creates a lease. A conflict is an *Error with status 409 and
 // the conflicting lease in Conflict.
 func (c *Client) CreateLease(ctx context.Context, l LeaseSpec) (Lease, error) {
 	var out Lease
 	return out, c.do(ctx, http.MethodPost, "/api/v1/leases", l, &out)
 }
+
+// The admin API's bodies, one copy in package wire shared with the server.
+type (
+	// Lease is a lease with its state at the time of the answer.
+	Lease = wire.Lease
+	// NodeSpec is what registering a node takes.
+	NodeSpec = wire.NodeRequest
+	// BMCSpec names a node's BMC.
+	BMCSpec = wire.BMC
+	// TenantSpec is what registering a tenant takes.
+	TenantSpec = wire.TenantRequest
+	// LeaseSpec is what creating a lease takes.
+	LeaseSpec = wire.LeaseRequest
+	// Power is a node's power state and holder as the admin API reports it.
+	Power = wire.Power
+	// Handover is a handover with, when fetched alone, its journal.
+	Handover = wire.Handover
+)
 
 // LeaseQuery filters Leases; zero fields select everything.
 type LeaseQuery struct {
@@ -245,27 +221,13 @@ func (c *Client) CancelLease(ctx context.Context, id int64) (Lease, error) {
 // duration); give exactly one.
 func (c *Client) ExtendLease(ctx context.Context, id int64, end, by string) (Lease, error) {
 	var out Lease
-	body := map[string]string{}
-	if end != "" {
-		body["end"] = end
-	}
-	if by != "" {
-		body["by"] = by
-	}
-	return out, c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/leases/%d/extend", id), body, &out)
+	return out, c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/leases/%d/extend", id), wire.ExtendRequest{End: end, By: by}, &out)
 }
 
 // Audit returns up to limit audit entries, newest first.
 func (c *Client) Audit(ctx context.Context, limit int) ([]audit.Entry, error) {
 	var out []audit.Entry
 	return out, c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/audit?limit=%d", limit), nil, &out)
-}
-
-// Power is a node's power state as the admin API reports it.
-type Power struct {
-	Node   string `json:"node"`
-	Power  string `json:"power"`
-	Holder string `json:"holder"`
 }
 
 // NodePower reads a node's real power state and its holder.
@@ -276,18 +238,12 @@ func (c *Client) NodePower(ctx context.Context, node string) (Power, error) {
 
 // NodePowerAction drives the power of a node nobody holds.
 func (c *Client) NodePowerAction(ctx context.Context, node, action string) error {
-	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(node)+"/power", map[string]string{"action": action}, nil)
+	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(node)+"/power", wire.PowerRequest{Action: action}, nil)
 }
 
 // SetBMCPassword stores a node's BMC password in the appliance's secret store.
 func (c *Client) SetBMCPassword(ctx context.Context, node, password string) error {
-	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(node)+"/bmc-password", map[string]string{"password": password}, nil)
-}
-
-// Handover is a handover with, when fetched alone, its journal.
-type Handover struct {
-	lease.Handover
-	Journal []lease.JournalEntry `json:"journal,omitempty"`
+	return c.do(ctx, http.MethodPut, "/api/v1/nodes/"+url.PathEscape(node)+"/bmc-password", wire.PasswordRequest{Password: password}, nil)
 }
 
 // Handovers lists up to limit handovers (the server's default when 0),

@@ -8,73 +8,38 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/lease"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 )
 
 // PassHistory is how many ended passes the reconciler remembers.
 const PassHistory = 20
 
-// PassState is where a reconcile pass stands.
-type PassState string
-
-// Pass states.
-const (
-	// PassQueued: asked for while another pass ran (a retried handover
-	// needs a pass that starts after the retry); it starts when that one
-	// ends.
-	PassQueued  PassState = "queued"
-	PassRunning PassState = "running"
-	PassDone    PassState = "done"
-	// PassFailed: the pass itself failed or was interrupted (shutdown);
-	// a handover whose step failed does not fail the pass, see Result.
-	PassFailed PassState = "failed"
+// The pass record's types live in the pure package pass, shared with the
+// API's client; these names keep the reconciler's code readable.
+type (
+	PassState    = pass.State
+	PassRecord   = pass.Record
+	PassHandover = pass.Handover
+	StepRun      = pass.StepRun
+	PassResult   = pass.Result
 )
 
-// Pass triggers: who started a pass.
+// Pass states and triggers, from package pass.
 const (
-	TriggerStartup = "startup"
-	TriggerCron    = "cron"
-	TriggerAPI     = "api"
-	TriggerRetry   = "retry"
-	TriggerDirect  = "direct" // Reconciler.Pass called in-process
+	PassQueued     = pass.Queued
+	PassRunning    = pass.Running
+	PassDone       = pass.Done
+	PassFailed     = pass.Failed
+	TriggerStartup = pass.TriggerStartup
+	TriggerCron    = pass.TriggerCron
+	TriggerAPI     = pass.TriggerAPI
+	TriggerRetry   = pass.TriggerRetry
+	TriggerDirect  = pass.TriggerDirect
 )
 
 // ErrNotServing is what Start answers once Serve has returned (the
 // appliance is shutting down).
 var ErrNotServing = errors.New("the reconciler is not running")
-
-// PassRecord is one reconcile pass as the admin API reports it: while it
-// runs, its handovers' current steps; once it ended, what it did.
-type PassRecord struct {
-	ID      int64     `json:"id"`
-	Trigger string    `json:"trigger"`
-	By      string    `json:"requested_by,omitempty"`
-	State   PassState `json:"state"`
-	// QueuedBehind is the pass a queued pass waits for.
-	QueuedBehind int64      `json:"queued_behind,omitempty"`
-	StartedAt    time.Time  `json:"started_at,omitzero"`
-	EndedAt      time.Time  `json:"ended_at,omitzero"`
-	Error        string     `json:"error,omitempty"`
-	Result       PassResult `json:"result"`
-	// Handovers are those the pass started or resumed, with their live
-	// step, status and attempts.
-	Handovers []PassHandover `json:"handovers"`
-}
-
-// PassHandover is a handover within a pass, with the steps the pass ran.
-type PassHandover struct {
-	lease.Handover
-	Steps []StepRun `json:"steps"`
-}
-
-// StepRun is one attempt at one handover step, timed with the wall clock.
-type StepRun struct {
-	Step      lease.Step `json:"step"`
-	StartedAt time.Time  `json:"started_at"`
-	EndedAt   time.Time  `json:"ended_at,omitzero"`
-	// Outcome is running, done, skipped, failed or interrupted.
-	Outcome string `json:"outcome"`
-	Detail  string `json:"detail,omitempty"`
-}
 
 // passRun is a pass's record plus what the tracker needs to run it.
 type passRun struct {

@@ -76,18 +76,6 @@ type Reconciler struct {
 	drifted map[string]string
 }
 
-// PassResult counts what one reconcile pass did.
-type PassResult struct {
-	Nodes     int           `json:"nodes"`
-	Started   int           `json:"started"`
-	Resumed   int           `json:"resumed"`
-	Completed int           `json:"completed"`
-	Failed    int           `json:"failed"`
-	Stuck     int           `json:"stuck"`
-	Drift     int           `json:"drift"`
-	Duration  time.Duration `json:"duration"`
-}
-
 // Pass runs one reconcile pass at the reconciler's now, in ctx, after the
 // pass running (if any) ends.
 func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
