@@ -31,6 +31,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -195,7 +196,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 				log.Error("start-up reconcile pass panicked", "panic", v)
 			}
 		}()
-		if _, err := rec.PassAs(gctx, reconcile.TriggerStartup, ""); err != nil && gctx.Err() == nil {
+		if _, err := rec.PassAs(gctx, pass.TriggerStartup, ""); err != nil && gctx.Err() == nil {
 			log.Warn("start-up reconcile pass failed", "err", err)
 		}
 		return nil

@@ -13,7 +13,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
 	"github.com/malleable-cloud/malleable/appliance/allocator/node"
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
-	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
@@ -313,7 +313,7 @@ func TestDriftFenceWaitsForTheGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	release := r.power.Shared("node-1") // a command in flight
-	done := make(chan reconcile.PassResult)
+	done := make(chan pass.Result)
 	go func() { res, _ := r.rec.Pass(ctx); done <- res }()
 	time.Sleep(300 * time.Millisecond)
 	if h, _ := r.store.Holder(ctx, "node-1"); h != "acme" {

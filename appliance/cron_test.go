@@ -18,6 +18,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -265,7 +266,7 @@ func TestCronPassesInHistory(t *testing.T) {
 			t.Fatalf("passes = %v, want 25 ok", got)
 		}
 		latest, ok := rec.LookupPass(0)
-		if !ok || latest.ID != 25 || latest.Trigger != reconcile.TriggerCron || latest.State != reconcile.PassDone || latest.EndedAt.IsZero() {
+		if !ok || latest.ID != 25 || latest.Trigger != pass.TriggerCron || latest.State != pass.Done || latest.EndedAt.IsZero() {
 			t.Errorf("latest pass = %+v, %v", latest, ok)
 		}
 		if _, ok := rec.LookupPass(25 - reconcile.PassHistory + 1); !ok {
@@ -303,8 +304,8 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		served := make(chan error, 1)
 		go func() { served <- rec.Serve(sctx) }()
 
-		p, started, err := rec.Start(reconcile.TriggerAPI, "admin", false)
-		if err != nil || !started || p.State != reconcile.PassRunning {
+		p, started, err := rec.Start(pass.TriggerAPI, "admin", false)
+		if err != nil || !started || p.State != pass.Running {
 			t.Fatalf("Start = %+v, %v, %v", p, started, err)
 		}
 		synctest.Wait()
@@ -314,12 +315,12 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		if n, got := entered.Load(), passes(t, reg); n != 1 || len(got) != 0 {
 			t.Fatalf("while the API's pass runs: %d in the handover, %v ended; want 1 and none", n, got)
 		}
-		again, started, _ := rec.Start(reconcile.TriggerAPI, "admin", false)
+		again, started, _ := rec.Start(pass.TriggerAPI, "admin", false)
 		if started || again.ID != p.ID {
 			t.Errorf("second Start = %+v (started %v), want pass %d", again, started, p.ID)
 		}
-		q, started, _ := rec.Start(reconcile.TriggerRetry, "admin", true)
-		if !started || q.State != reconcile.PassQueued || q.QueuedBehind != p.ID {
+		q, started, _ := rec.Start(pass.TriggerRetry, "admin", true)
+		if !started || q.State != pass.Queued || q.QueuedBehind != p.ID {
 			t.Errorf("fresh Start = %+v (started %v), want a pass queued behind %d", q, started, p.ID)
 		}
 		close(release)
@@ -328,7 +329,7 @@ func TestCronJoinsAPIPass(t *testing.T) {
 			t.Errorf("after release: %v, want the API's pass and the queued one", got)
 		}
 		for _, id := range []int64{p.ID, q.ID} {
-			if r, ok := rec.LookupPass(id); !ok || r.State != reconcile.PassDone {
+			if r, ok := rec.LookupPass(id); !ok || r.State != pass.Done {
 				t.Errorf("pass %d = %+v", id, r)
 			}
 		}
@@ -337,7 +338,7 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		if err := errors.Join(<-done, <-served); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := rec.Start(reconcile.TriggerAPI, "admin", false); !errors.Is(err, reconcile.ErrNotServing) {
+		if _, _, err := rec.Start(pass.TriggerAPI, "admin", false); !errors.Is(err, reconcile.ErrNotServing) {
 			t.Errorf("Start after Serve returned: %v, want reconcile.ErrNotServing", err)
 		}
 	})
@@ -370,7 +371,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 			return stop, served
 		}
 		stop, served := serve()
-		p, _, err := rec.Start(reconcile.TriggerAPI, "admin", false)
+		p, _, err := rec.Start(pass.TriggerAPI, "admin", false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +382,7 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, _ := rec.LookupPass(p.ID)
-		if got.State != reconcile.PassFailed || !strings.Contains(got.Error, "interrupted") || len(got.Handovers) != 1 ||
+		if got.State != pass.Failed || !strings.Contains(got.Error, "interrupted") || len(got.Handovers) != 1 ||
 			got.Handovers[0].Status != lease.HandoverRunning {
 			t.Errorf("interrupted pass = %+v", got)
 		}
@@ -397,20 +398,20 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 		stop, served = serve()
 		defer func() { stop(); <-served }()
 		synctest.Wait() // Serve has started
-		p1, _, err := rec.Start(reconcile.TriggerAPI, "admin", false)
+		p1, _, err := rec.Start(pass.TriggerAPI, "admin", false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		if got, _ := rec.LookupPass(p1.ID); got.State != reconcile.PassFailed || !strings.Contains(got.Error, "panicked") {
+		if got, _ := rec.LookupPass(p1.ID); got.State != pass.Failed || !strings.Contains(got.Error, "panicked") {
 			t.Errorf("panicking pass = %+v", got)
 		}
-		p2, started, err := rec.Start(reconcile.TriggerAPI, "admin", false)
+		p2, started, err := rec.Start(pass.TriggerAPI, "admin", false)
 		if err != nil || !started {
 			t.Fatalf("Start after a panic = %v, %v", started, err)
 		}
 		synctest.Wait()
-		if got, _ := rec.LookupPass(p2.ID); got.State != reconcile.PassDone || got.Result.Resumed != 1 || got.Result.Completed != 1 {
+		if got, _ := rec.LookupPass(p2.ID); got.State != pass.Done || got.Result.Resumed != 1 || got.Result.Completed != 1 {
 			t.Errorf("the pass after the panic = %+v", got)
 		}
 	})

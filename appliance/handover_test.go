@@ -23,6 +23,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -183,7 +184,7 @@ func (r *rig) admin(method, path string, body any, want int) map[string]any {
 	return out
 }
 
-func (r *rig) reconcile() reconcile.PassResult {
+func (r *rig) reconcile() pass.Result {
 	r.t.Helper()
 	res, err := r.rec.Pass(context.Background())
 	if err != nil {

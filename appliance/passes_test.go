@@ -14,7 +14,7 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/lease"
-	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
@@ -121,13 +121,13 @@ func TestReconcilePassSurvivesClientGone(t *testing.T) {
 
 // passView is a pass as the API reports it.
 type passView struct {
-	ID        int64                `json:"id"`
-	Trigger   string               `json:"trigger"`
-	By        string               `json:"requested_by"`
-	State     string               `json:"state"`
-	StartedAt time.Time            `json:"started_at"`
-	EndedAt   time.Time            `json:"ended_at"`
-	Result    reconcile.PassResult `json:"result"`
+	ID        int64       `json:"id"`
+	Trigger   string      `json:"trigger"`
+	By        string      `json:"requested_by"`
+	State     string      `json:"state"`
+	StartedAt time.Time   `json:"started_at"`
+	EndedAt   time.Time   `json:"ended_at"`
+	Result    pass.Result `json:"result"`
 	Handovers []struct {
 		lease.Handover
 		Steps []struct {

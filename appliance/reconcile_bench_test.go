@@ -15,6 +15,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
@@ -197,7 +198,7 @@ func BenchmarkReconcilePass(b *testing.B) {
 	})
 }
 
-func mustPass(b *testing.B, rec *reconcile.Reconciler) reconcile.PassResult {
+func mustPass(b *testing.B, rec *reconcile.Reconciler) pass.Result {
 	b.Helper()
 	res, err := rec.Pass(context.Background())
 	if err != nil {

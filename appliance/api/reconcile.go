@@ -11,6 +11,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 )
 
 // reconcileRoutes adds the routes that start reconcile passes (a pass, or
@@ -27,9 +28,9 @@ func (a *API) reconcileRoutes(v1 prefixed) {
 func passLocation(id int64) string { return fmt.Sprintf("/api/v1/reconcile/passes/%d", id) }
 
 // passDetail says, for the audit log, which pass a request got.
-func passDetail(p reconcile.PassRecord, started bool) string {
+func passDetail(p pass.Record, started bool) string {
 	switch {
-	case p.State == reconcile.PassQueued && started:
+	case p.State == pass.Queued && started:
 		return fmt.Sprintf("pass %d queued behind pass %d", p.ID, p.QueuedBehind)
 	case started:
 		return fmt.Sprintf("pass %d started", p.ID)
@@ -43,7 +44,7 @@ func (a *API) reconcileNow(w http.ResponseWriter, r *http.Request) error {
 	if a.reconciler == nil {
 		return unavailable("the reconciler")
 	}
-	p, started, err := a.reconciler.Start(reconcile.TriggerAPI, audit.Actor(r.Context()), false)
+	p, started, err := a.reconciler.Start(pass.TriggerAPI, audit.Actor(r.Context()), false)
 	if errors.Is(err, reconcile.ErrNotServing) {
 		err = &httpx.Error{Status: http.StatusServiceUnavailable, Message: "the reconciler is not running (the appliance is shutting down)"}
 	}
@@ -97,10 +98,10 @@ func (a *API) retryHandover(w http.ResponseWriter, r *http.Request) error {
 		a.audit(r, "handover.retry", target, "", err)
 		return err
 	}
-	var p reconcile.PassRecord
+	var p pass.Record
 	started, err := false, reconcile.ErrNotServing
 	if a.reconciler != nil {
-		p, started, err = a.reconciler.Start(reconcile.TriggerRetry, audit.Actor(r.Context()), true)
+		p, started, err = a.reconciler.Start(pass.TriggerRetry, audit.Actor(r.Context()), true)
 	}
 	if err != nil {
 		// No reconciler, or shutting down. The handover is running

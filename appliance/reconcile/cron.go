@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/robfig/cron/v3"
 )
 
@@ -28,7 +29,7 @@ func (rec *Reconciler) RunCron(ctx context.Context, schedule string, log *slog.L
 		if ctx.Err() != nil {
 			return
 		}
-		rec.passOrJoin(ctx, TriggerCron) // the pass logs its own outcome
+		rec.passOrJoin(ctx, pass.TriggerCron) // the pass logs its own outcome
 	}); err != nil {
 		return fmt.Errorf("reconcile schedule %q: %w", schedule, err)
 	}

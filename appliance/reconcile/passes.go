@@ -14,36 +14,13 @@ import (
 // PassHistory is how many ended passes the reconciler remembers.
 const PassHistory = 20
 
-// The pass record's types live in the pure package pass, shared with the
-// API's client; these names keep the reconciler's code readable.
-type (
-	PassState    = pass.State
-	PassRecord   = pass.Record
-	PassHandover = pass.Handover
-	StepRun      = pass.StepRun
-	PassResult   = pass.Result
-)
-
-// Pass states and triggers, from package pass.
-const (
-	PassQueued     = pass.Queued
-	PassRunning    = pass.Running
-	PassDone       = pass.Done
-	PassFailed     = pass.Failed
-	TriggerStartup = pass.TriggerStartup
-	TriggerCron    = pass.TriggerCron
-	TriggerAPI     = pass.TriggerAPI
-	TriggerRetry   = pass.TriggerRetry
-	TriggerDirect  = pass.TriggerDirect
-)
-
 // ErrNotServing is what Start answers once Serve has returned (the
 // appliance is shutting down).
 var ErrNotServing = errors.New("the reconciler is not running")
 
 // passRun is a pass's record plus what the tracker needs to run it.
 type passRun struct {
-	rec     PassRecord
+	rec     pass.Record
 	byServe bool // Serve runs it (Start asked for it), not the caller
 	started bool
 	done    chan struct{} // closed when the pass ended
@@ -69,11 +46,11 @@ func (t *passTracker) kickChan() chan struct{} {
 	return t.kick
 }
 
-func (t *passTracker) newRun(trigger, by string, state PassState) *passRun {
+func (t *passTracker) newRun(trigger, by string, state pass.State) *passRun {
 	t.nextID++
-	p := &passRun{rec: PassRecord{ID: t.nextID, Trigger: trigger, By: by, State: state, Handovers: []PassHandover{}},
+	p := &passRun{rec: pass.Record{ID: t.nextID, Trigger: trigger, By: by, State: state, Handovers: []pass.Handover{}},
 		done: make(chan struct{})}
-	if state == PassRunning {
+	if state == pass.Running {
 		p.rec.StartedAt = time.Now()
 	}
 	return p
@@ -94,7 +71,7 @@ func (t *passTracker) begin(ctx context.Context, trigger, by string) (*passRun, 
 		t.mu.Lock()
 	}
 	defer t.mu.Unlock()
-	p := t.newRun(trigger, by, PassRunning)
+	p := t.newRun(trigger, by, pass.Running)
 	p.started = true
 	t.current = p
 	return p, nil
@@ -110,14 +87,14 @@ func (t *passTracker) join() *passRun {
 // start asks Serve for a pass. With fresh, a pass already running does not
 // do (a retried handover needs one that starts after the retry), so one is
 // queued behind it. It reports whether it made a new pass.
-func (t *passTracker) start(trigger, by string, fresh bool) (PassRecord, bool, error) {
+func (t *passTracker) start(trigger, by string, fresh bool) (pass.Record, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case t.stopped:
-		return PassRecord{}, false, ErrNotServing
+		return pass.Record{}, false, ErrNotServing
 	case t.current == nil:
-		p := t.newRun(trigger, by, PassRunning)
+		p := t.newRun(trigger, by, pass.Running)
 		p.byServe = true
 		t.current = p
 		t.kickChan() <- struct{}{} // never blocks: one current at a time, and Serve drains it
@@ -127,7 +104,7 @@ func (t *passTracker) start(trigger, by string, fresh bool) (PassRecord, bool, e
 	case t.queued != nil:
 		return t.queued.snapshot(), false, nil
 	}
-	p := t.newRun(trigger, by, PassQueued)
+	p := t.newRun(trigger, by, pass.Queued)
 	p.byServe = true
 	p.rec.QueuedBehind = t.current.rec.ID
 	t.queued = p
@@ -135,21 +112,21 @@ func (t *passTracker) start(trigger, by string, fresh bool) (PassRecord, bool, e
 }
 
 // finish records how p ended and promotes the queued pass, if any.
-func (t *passTracker) finish(p *passRun, res PassResult, err error) {
+func (t *passTracker) finish(p *passRun, res pass.Result, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p.rec.EndedAt = time.Now()
 	p.rec.Result = res
-	p.rec.State = PassDone
+	p.rec.State = pass.Done
 	if err != nil {
-		p.rec.State = PassFailed
+		p.rec.State = pass.Failed
 		p.rec.Error = err.Error()
 	}
 	t.remember(p)
 	t.current = nil
 	if q := t.queued; q != nil {
 		t.queued = nil
-		q.rec.State, q.rec.StartedAt, q.rec.QueuedBehind = PassRunning, time.Now(), 0
+		q.rec.State, q.rec.StartedAt, q.rec.QueuedBehind = pass.Running, time.Now(), 0
 		t.current = q
 		t.kickChan() <- struct{}{}
 	}
@@ -160,7 +137,7 @@ func (t *passTracker) abandon(p *passRun) {
 	if p == nil || !p.byServe || p.started {
 		return
 	}
-	p.rec.State, p.rec.EndedAt, p.rec.Error = PassFailed, time.Now(), "not run: the appliance is shutting down"
+	p.rec.State, p.rec.EndedAt, p.rec.Error = pass.Failed, time.Now(), "not run: the appliance is shutting down"
 	t.remember(p)
 }
 
@@ -176,7 +153,7 @@ func (t *passTracker) remember(p *passRun) {
 
 // get returns pass id's record; id 0 is the latest: the running pass, else
 // the last one that ended.
-func (t *passTracker) get(id int64) (PassRecord, bool) {
+func (t *passTracker) get(id int64) (pass.Record, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if id == 0 {
@@ -186,20 +163,20 @@ func (t *passTracker) get(id int64) (PassRecord, bool) {
 		if n := len(t.history); n > 0 {
 			return t.history[n-1].snapshot(), true
 		}
-		return PassRecord{}, false
+		return pass.Record{}, false
 	}
 	for _, p := range append([]*passRun{t.current, t.queued}, t.history...) {
 		if p != nil && p.rec.ID == id {
 			return p.snapshot(), true
 		}
 	}
-	return PassRecord{}, false
+	return pass.Record{}, false
 }
 
 // snapshot copies p's record; the tracker's lock must be held.
-func (p *passRun) snapshot() PassRecord {
+func (p *passRun) snapshot() pass.Record {
 	out := p.rec
-	out.Handovers = make([]PassHandover, len(p.rec.Handovers))
+	out.Handovers = make([]pass.Handover, len(p.rec.Handovers))
 	for i, h := range p.rec.Handovers {
 		h.Steps = slices.Clone(h.Steps)
 		out.Handovers[i] = h
@@ -212,12 +189,12 @@ func (t *passTracker) track(p *passRun, hs []lease.Handover) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, h := range hs {
-		p.rec.Handovers = append(p.rec.Handovers, PassHandover{Handover: h, Steps: []StepRun{}})
+		p.rec.Handovers = append(p.rec.Handovers, pass.Handover{Handover: h, Steps: []pass.StepRun{}})
 	}
 }
 
 // update applies f to handover id of p's record.
-func (t *passTracker) update(p *passRun, id int64, f func(h *PassHandover)) {
+func (t *passTracker) update(p *passRun, id int64, f func(h *pass.Handover)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range p.rec.Handovers {
@@ -230,7 +207,7 @@ func (t *passTracker) update(p *passRun, id int64, f func(h *PassHandover)) {
 }
 
 // endStep closes h's running step with outcome.
-func endStep(h *PassHandover, outcome, detail string) {
+func endStep(h *pass.Handover, outcome, detail string) {
 	if n := len(h.Steps); n > 0 && h.Steps[n-1].Outcome == "running" {
 		s := &h.Steps[n-1]
 		s.EndedAt, s.Outcome, s.Detail = time.Now(), outcome, detail
@@ -248,9 +225,9 @@ type progressJournal struct {
 func (j progressJournal) Intent(ctx context.Context, h lease.Handover, step lease.Step) error {
 	err := j.Journal.Intent(ctx, h, step)
 	if err == nil {
-		j.t.update(j.run, h.ID, func(ph *PassHandover) {
+		j.t.update(j.run, h.ID, func(ph *pass.Handover) {
 			ph.Step = step
-			ph.Steps = append(ph.Steps, StepRun{Step: step, StartedAt: time.Now(), Outcome: "running"})
+			ph.Steps = append(ph.Steps, pass.StepRun{Step: step, StartedAt: time.Now(), Outcome: "running"})
 		})
 	}
 	return err
@@ -259,7 +236,7 @@ func (j progressJournal) Intent(ctx context.Context, h lease.Handover, step leas
 func (j progressJournal) Complete(ctx context.Context, h lease.Handover, step lease.Step, skipped string) error {
 	err := j.Journal.Complete(ctx, h, step, skipped)
 	if err == nil {
-		j.t.update(j.run, h.ID, func(ph *PassHandover) {
+		j.t.update(j.run, h.ID, func(ph *pass.Handover) {
 			outcome := "done"
 			if skipped != "" {
 				outcome = "skipped"
@@ -276,7 +253,7 @@ func (j progressJournal) Complete(ctx context.Context, h lease.Handover, step le
 
 func (j progressJournal) Failed(ctx context.Context, h lease.Handover, step lease.Step, serr error, stuck bool) error {
 	err := j.Journal.Failed(ctx, h, step, serr, stuck)
-	j.t.update(j.run, h.ID, func(ph *PassHandover) {
+	j.t.update(j.run, h.ID, func(ph *pass.Handover) {
 		endStep(ph, "failed", serr.Error())
 		ph.Attempts, ph.LastError = h.Attempts, h.LastError
 		if stuck {
@@ -289,7 +266,7 @@ func (j progressJournal) Failed(ctx context.Context, h lease.Handover, step leas
 // settle records how a handover's run ended: its final state, and a step
 // left running by an interruption.
 func (t *passTracker) settle(p *passRun, out lease.Handover, err error) {
-	t.update(p, out.ID, func(ph *PassHandover) {
+	t.update(p, out.ID, func(ph *pass.Handover) {
 		if err != nil {
 			endStep(ph, "interrupted", err.Error())
 		}
@@ -353,13 +330,13 @@ func (r *Reconciler) serveOne(ctx context.Context, p *passRun) {
 // already running (or, with fresh, already queued). With fresh, a running
 // pass does not do: a new one is queued to start when it ends. by is who
 // asked, for the record.
-func (r *Reconciler) Start(trigger, by string, fresh bool) (rec PassRecord, started bool, err error) {
+func (r *Reconciler) Start(trigger, by string, fresh bool) (rec pass.Record, started bool, err error) {
 	return r.passes.start(trigger, by, fresh)
 }
 
 // LookupPass returns pass id (0: the latest) while the reconciler
 // remembers it: the running and queued passes and the last 20 that ended.
-func (r *Reconciler) LookupPass(id int64) (PassRecord, bool) {
+func (r *Reconciler) LookupPass(id int64) (pass.Record, bool) {
 	return r.passes.get(id)
 }
 

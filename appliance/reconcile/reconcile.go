@@ -19,6 +19,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/power"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
@@ -78,22 +79,22 @@ type Reconciler struct {
 
 // Pass runs one reconcile pass at the reconciler's now, in ctx, after the
 // pass running (if any) ends.
-func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
-	return r.PassAs(ctx, TriggerDirect, "")
+func (r *Reconciler) Pass(ctx context.Context) (pass.Result, error) {
+	return r.PassAs(ctx, pass.TriggerDirect, "")
 }
 
 // PassAs runs a pass recorded as started by trigger on behalf of by.
-func (r *Reconciler) PassAs(ctx context.Context, trigger, by string) (PassResult, error) {
+func (r *Reconciler) PassAs(ctx context.Context, trigger, by string) (pass.Result, error) {
 	p, err := r.passes.begin(ctx, trigger, by)
 	if err != nil {
-		return PassResult{}, err
+		return pass.Result{}, err
 	}
 	return r.execute(ctx, p)
 }
 
 // execute runs the pass p, which the tracker has made current, and records
 // how it ended.
-func (r *Reconciler) execute(ctx context.Context, p *passRun) (res PassResult, err error) {
+func (r *Reconciler) execute(ctx context.Context, p *passRun) (res pass.Result, err error) {
 	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
@@ -128,8 +129,8 @@ func (r *Reconciler) execute(ctx context.Context, p *passRun) (res PassResult, e
 	return res, err
 }
 
-func (r *Reconciler) pass(ctx context.Context, now time.Time, p *passRun) (PassResult, error) {
-	var res PassResult
+func (r *Reconciler) pass(ctx context.Context, now time.Time, p *passRun) (pass.Result, error) {
+	var res pass.Result
 	states, err := r.Store.NodeStates(ctx, now)
 	if err != nil {
 		return res, err
@@ -345,7 +346,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(res PassResult, err error) {
+func (m *Metrics) observe(res pass.Result, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"

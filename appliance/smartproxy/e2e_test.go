@@ -18,6 +18,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
+	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 
 	"github.com/malleable-cloud/malleable/appliance"
 	"github.com/malleable-cloud/malleable/appliance/allocator/embedded"
@@ -179,7 +180,7 @@ func newApplianceRigM2(t testing.TB, start time.Time, cacheTTL time.Duration, lo
 	return &applianceRig{t: t, clock: clk, bmc: bmc, rec: rec, url: srv.URL, admin: client.New(srv.URL, adminToken)}
 }
 
-func (a *applianceRig) reconcile() reconcile.PassResult {
+func (a *applianceRig) reconcile() pass.Result {
 	a.t.Helper()
 	res, err := a.rec.Pass(context.Background())
 	if err != nil {
