@@ -1,8 +1,9 @@
-package appliance
+package reconcile
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -17,7 +18,6 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/power"
-	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
@@ -32,7 +32,7 @@ import (
 
 // newCronReconciler returns a reconciler over a fresh store whose passes
 // are counted on reg. It must be called inside the bubble.
-func newCronReconciler(t *testing.T) (*reconcile.Reconciler, *prometheus.Registry) {
+func newCronReconciler(t *testing.T) (*Reconciler, *prometheus.Registry) {
 	t.Helper()
 	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
@@ -41,9 +41,9 @@ func newCronReconciler(t *testing.T) (*reconcile.Reconciler, *prometheus.Registr
 	t.Cleanup(func() { st.Close() })
 	alloc := embedded.New(st, secrets.NewMemory(), bmc.New(bmc.Options{}))
 	reg := prometheus.NewRegistry()
-	rec := &reconcile.Reconciler{
+	rec := &Reconciler{
 		Store: st, Allocator: alloc, Log: testLogger(t), Now: time.Now, Concurrency: 2,
-		Metrics: reconcile.NewMetrics(reg),
+		Metrics: NewMetrics(reg),
 		Machine: &lease.Machine{
 			Hardware: power.New(alloc, 0, time.Now).Hardware(), Journal: store.Journal{Store: st, Now: time.Now},
 			Project:     func(t string) string { return "malleable-" + t },
@@ -78,7 +78,7 @@ func passes(t *testing.T, reg *prometheus.Registry) map[string]int {
 
 // startCron runs runCron in the bubble; cancel stops it, and the channel
 // yields its result.
-func startCron(t *testing.T, schedule string, rec *reconcile.Reconciler) (context.CancelFunc, <-chan error) {
+func startCron(t *testing.T, schedule string, rec *Reconciler) (context.CancelFunc, <-chan error) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- rec.RunCron(ctx, schedule, testLogger(t)) }()
@@ -138,7 +138,7 @@ func TestCronInvalidSchedule(t *testing.T) {
 			// runCron returns nil at once instead of hanging the test.
 			ctx, cancel := context.WithCancel(t.Context())
 			cancel()
-			err := (&reconcile.Reconciler{}).RunCron(ctx, tc.schedule, testLogger(t))
+			err := (&Reconciler{}).RunCron(ctx, tc.schedule, testLogger(t))
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("runCron(%q) = %v, want an error containing %q", tc.schedule, err, tc.wantErr)
 			}
@@ -251,7 +251,7 @@ func TestCronSurvivesPanic(t *testing.T) {
 }
 
 // TestCronPassesInHistory: the schedule's passes are recorded like the
-// API's, and only the last reconcile.PassHistory of them are kept.
+// API's, and only the last PassHistory of them are kept.
 func TestCronPassesInHistory(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec, reg := newCronReconciler(t)
@@ -269,10 +269,10 @@ func TestCronPassesInHistory(t *testing.T) {
 		if !ok || latest.ID != 25 || latest.Trigger != pass.TriggerCron || latest.State != pass.Done || latest.EndedAt.IsZero() {
 			t.Errorf("latest pass = %+v, %v", latest, ok)
 		}
-		if _, ok := rec.LookupPass(25 - reconcile.PassHistory + 1); !ok {
-			t.Errorf("pass %d is not remembered", 25-reconcile.PassHistory+1)
+		if _, ok := rec.LookupPass(25 - PassHistory + 1); !ok {
+			t.Errorf("pass %d is not remembered", 25-PassHistory+1)
 		}
-		if p, ok := rec.LookupPass(25 - reconcile.PassHistory); ok {
+		if p, ok := rec.LookupPass(25 - PassHistory); ok {
 			t.Errorf("pass %d is still remembered: %+v", p.ID, p)
 		}
 	})
@@ -338,8 +338,8 @@ func TestCronJoinsAPIPass(t *testing.T) {
 		if err := errors.Join(<-done, <-served); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := rec.Start(pass.TriggerAPI, "admin", false); !errors.Is(err, reconcile.ErrNotServing) {
-			t.Errorf("Start after Serve returned: %v, want reconcile.ErrNotServing", err)
+		if _, _, err := rec.Start(pass.TriggerAPI, "admin", false); !errors.Is(err, ErrNotServing) {
+			t.Errorf("Start after Serve returned: %v, want ErrNotServing", err)
 		}
 	})
 }
@@ -415,4 +415,17 @@ func TestServeInterruptedAndPanickingPasses(t *testing.T) {
 			t.Errorf("the pass after the panic = %+v", got)
 		}
 	})
+}
+
+// testLogger sends the reconciler's logs to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
 }
