@@ -32,7 +32,7 @@ import (
 )
 
 // The end-to-end tests run the real appliance in-process: its API
-// (appliance.NewAPI) and broker over a real SQLite store, the reconciler
+// (appliance.Parts: the admin API, the broker and M2) over a real SQLite store, the reconciler
 // with its handover state machine, the embedded allocator (embedded.Allocator,
 // membership in the store), and the real M2 backend on file storage. Only
 // the two ends are stand-ins: recordingBMC for the nodes' BMCs (it records
