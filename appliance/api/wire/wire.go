@@ -82,7 +82,7 @@ type Power struct {
 // Handover is a handover with, when fetched alone, its journal.
 type Handover struct {
 	lease.Handover
-	Journal []lease.JournalEntry `json:"journal"`
+	Journal []lease.JournalEntry `json:"journal,omitempty"`
 }
 
 // Retry is the answer to a handover's retry: the handover as the retry
