@@ -190,11 +190,7 @@ func bootAllowed(st *store.Store) func(ctx context.Context, project, node string
 // refused or not, goes to the audit log.
 func (p Parts) m2Handler(admin func(*http.Request) bool, metrics mux.MiddlewareFunc) http.Handler {
 	r := p.m2Router(metrics)
-	cop := http.NewCrossOriginProtection()
-	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "cross-origin request refused"))
-	}))
-	return httpx.Secured(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	return httpx.Protected(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		tenant, isTenant := broker.Authenticate(p.Store, req)
 		switch {
 		case strings.HasPrefix(req.URL.Path, server.Prefix+"/boot/") && req.Method == http.MethodGet:
@@ -210,7 +206,7 @@ func (p Parts) m2Handler(admin func(*http.Request) bool, metrics mux.MiddlewareF
 			return
 		}
 		r.ServeHTTP(w, req)
-	})))
+	}))
 }
 
 // m2Router is the M2 API's bare router on the appliance's listener.

@@ -144,11 +144,7 @@ func (p prefixed) Handle(path string, h http.Handler) *mux.Route {
 // bearer token, refuses cross-origin browser writes, and sets headers that
 // keep API answers out of caches and browsers' guesses.
 func (a *API) secure(next http.Handler) http.Handler {
-	cop := http.NewCrossOriginProtection()
-	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "cross-origin request refused"))
-	}))
-	return httpx.Secured(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return httpx.Protected(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" && r.Method == http.MethodGet {
 			next.ServeHTTP(w, r)
 			return
@@ -158,7 +154,7 @@ func (a *API) secure(next http.Handler) http.Handler {
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(audit.WithActor(r.Context(), "admin")))
-	})))
+	}))
 }
 
 // Metrics is the middleware that counts and times requests by route on

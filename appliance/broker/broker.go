@@ -150,18 +150,14 @@ func (b *Broker) Router() *mux.Router {
 // secure lets only tenants' credentials in; the tenant comes from the
 // token.
 func (b *Broker) secure(next http.Handler) http.Handler {
-	cop := http.NewCrossOriginProtection()
-	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "cross-origin request refused"))
-	}))
-	return httpx.Secured(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return httpx.Protected(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tenant, ok := Authenticate(b.store, r)
 		if !ok {
 			httpx.Unauthorized(w, "malleable-broker", "missing or invalid tenant token")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithTenant(r.Context(), tenant)))
-	})))
+	}))
 }
 
 // record audits a tenant's request and its outcome.

@@ -147,3 +147,22 @@ func TestTokenMatches(t *testing.T) {
 		t.Fatalf("BearerToken: %q %v", tok, ok)
 	}
 }
+
+func TestProtectedRefusesCrossOriginWrites(t *testing.T) {
+	h := Protected(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	for _, tc := range []struct {
+		method, site string
+		want         int
+	}{{http.MethodPost, "cross-site", 403}, {http.MethodGet, "cross-site", 204}, {http.MethodPost, "same-origin", 204}} {
+		r := httptest.NewRequest(tc.method, "/x", nil)
+		r.Header.Set("Sec-Fetch-Site", tc.site)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want || w.Header().Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s from %s: %d %v, want %d", tc.method, tc.site, w.Code, w.Header(), tc.want)
+		}
+		if tc.want == 403 && !strings.Contains(w.Body.String(), `"error": "cross-origin request refused"`) {
+			t.Errorf("refusal body: %s", w.Body)
+		}
+	}
+}
