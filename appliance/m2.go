@@ -191,17 +191,14 @@ func bootAllowed(st *store.Store) func(ctx context.Context, project, node string
 func (p Parts) m2Handler(admin func(*http.Request) bool, metrics mux.MiddlewareFunc) http.Handler {
 	r := p.m2Router(metrics)
 	return httpx.Protected(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		tenant, isTenant := broker.Authenticate(p.Store, req)
-		switch {
-		case strings.HasPrefix(req.URL.Path, server.Prefix+"/boot/") && req.Method == http.MethodGet:
-			if isTenant {
-				req = req.WithContext(broker.WithTenant(req.Context(), tenant))
-			}
-		case admin(req):
+		boot := strings.HasPrefix(req.URL.Path, server.Prefix+"/boot/") && req.Method == http.MethodGet
+		// The admin token is compared in memory; only other tokens cost a
+		// store lookup.
+		if !boot && admin(req) {
 			req = req.WithContext(audit.WithActor(req.Context(), "admin"))
-		case isTenant:
+		} else if tenant, ok := broker.Authenticate(p.Store, req); ok {
 			req = req.WithContext(broker.WithTenant(req.Context(), tenant))
-		default:
+		} else if !boot {
 			httpx.Unauthorized(w, "malleable", "missing or invalid bearer token")
 			return
 		}
