@@ -20,17 +20,30 @@ ensure_apt openipmi ipmitool qemu-system-x86 curl
 # iPXE firmware for qemu nodes, nasm for boot sectors, and XFS tools for a
 # reflink-capable loop filesystem.
 ensure_apt tgt libiscsi-bin qemu-utils qemu-block-extra ipxe-qemu nasm xfsprogs
-# The real HIL and OBMd (../shared/hil) for the hil allocator's tests: its
+# The real peers' kits (../shared: hil/, foreman/) sit beside the checkout; a
+# clone of a local checkout made elsewhere finds them beside its origin. The
+# tests read the place from MALLEABLE_SHARED.
+shared=../shared
+origin=$(git config --get remote.origin.url 2>/dev/null || true)
+if [ ! -d "$shared" ] && [ -n "$origin" ] && [ -d "$origin/../shared" ]; then
+	shared="$origin/../shared"
+fi
+if [ -d "$shared" ]; then
+	MALLEABLE_SHARED=$(cd "$shared" && pwd)
+	export MALLEABLE_SHARED
+	shared=$MALLEABLE_SHARED
+fi
+# The real HIL and OBMd ($shared/hil) for the hil allocator's tests: its
 # Debian packages first (the kit's build.sh stops when dpkg has never heard
 # of one), then one idempotent build, which also warms the Go build cache
 # for the per-test builds appliance/allocator/hil/hiltest makes.
-if [ -x ../shared/hil/build.sh ]; then
+if [ -x "$shared/hil/build.sh" ]; then
 	ensure_apt python3-flask python3-flask-sqlalchemy python3-flask-migrate python3-sqlalchemy \
 		python3-passlib python3-schema python3-requests
 	hilkit=${TMPDIR:-/tmp}/malleable-hilkit
 	mkdir -p "$hilkit" && chmod 755 "$hilkit"
-	echo "==> HIL kit: ../shared/hil/build.sh $hilkit (first time 1-4 min)"
-	../shared/hil/build.sh "$hilkit" > "$hilkit.log" 2>&1 || { tail -30 "$hilkit.log"; echo "HIL kit build failed (log: $hilkit.log)"; exit 1; }
+	echo "==> HIL kit: $shared/hil/build.sh $hilkit (first time 1-4 min)"
+	"$shared/hil/build.sh" "$hilkit" > "$hilkit.log" 2>&1 || { tail -30 "$hilkit.log"; echo "HIL kit build failed (log: $hilkit.log)"; exit 1; }
 else
 	echo "==> HIL kit: ../shared/hil is absent; the real-HIL tests will fail (MALLEABLE_REQUIRE_REAL=1)"
 fi
@@ -39,9 +52,9 @@ export MALLEABLE_REQUIRE_REAL=1
 # A real Foreman 3.12 (local/foreman:3.12, local/postgres:15) from the kit beside
 # the repository, for the smart-proxy's test against it; idempotent, seconds when
 # the images are built.
-if [ -x ../shared/foreman/build.sh ]; then
-	echo "==> Foreman kit: ../shared/foreman/build.sh (idempotent)"
-	../shared/foreman/build.sh
+if [ -x "$shared/foreman/build.sh" ]; then
+	echo "==> Foreman kit: $shared/foreman/build.sh (idempotent)"
+	"$shared/foreman/build.sh"
 else
 	echo "==> Foreman kit: ../shared/foreman not found; TestRealForeman will fail under MALLEABLE_REQUIRE_REAL=1"
 fi

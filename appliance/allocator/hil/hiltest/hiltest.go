@@ -46,9 +46,17 @@ type Kit struct {
 	hc                *http.Client
 }
 
-// Dir returns the kit's directory (../shared/hil from the repository
-// root), or "" when it is absent.
+// Dir returns the kit's directory, or "" when it is absent: hil/ under
+// $MALLEABLE_SHARED when the test command set it, else ../shared/hil from
+// the repository root.
 func Dir() string {
+	if shared := os.Getenv("MALLEABLE_SHARED"); shared != "" {
+		kit := filepath.Join(shared, "hil")
+		if _, err := os.Stat(filepath.Join(kit, "up.sh")); err != nil {
+			return ""
+		}
+		return kit
+	}
 	wd, err := os.Getwd()
 	if err != nil {
 		return ""
