@@ -61,8 +61,12 @@ type Parts struct {
 	// Project names a tenant's allocator project, for the broker's
 	// check before a command; nil skips it.
 	Project func(tenant string) string
-	// M2 is the embedded M2 backend; its routes answer 503 without.
-	M2         *server.Backend
+	// M2 is the embedded M2 backend; its routes answer 503 without
+	// either it or M2Remote.
+	M2 *server.Backend
+	// M2Remote, when set instead of M2, forwards authenticated M2
+	// requests to a standalone backend ([m2] endpoint).
+	M2Remote   *m2Remote
 	M2Timeouts server.Timeouts
 }
 
@@ -81,7 +85,7 @@ func (p Parts) Handler() http.Handler {
 	}
 	a := api.New(api.Config{Store: p.Store, Limits: p.Limits, Token: p.Token, Logger: p.Logger, Now: p.Now, Registry: p.Registry,
 		Secrets: p.Secrets, Checker: checker, Reconciler: p.Reconciler, Power: p.Power})
-	b := broker.New(broker.Config{Store: p.Store, Power: p.Power, Project: p.Project, M2: p.M2 != nil,
+	b := broker.New(broker.Config{Store: p.Store, Power: p.Power, Project: p.Project, M2: p.M2 != nil || p.M2Remote != nil,
 		Middleware: a.Metrics(), Logger: p.Logger, Now: p.Now})
 	mux := http.NewServeMux()
 	mux.Handle(broker.Prefix+"/", b.Handler())
@@ -139,7 +143,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	}
 	var m2b *server.Backend
 	var disks lease.Disks
-	if cfg.M2.Enabled {
+	var remote *m2Remote
+	switch {
+	case cfg.M2.Endpoint != "":
+		if remote, err = newM2Remote(cfg.M2.Endpoint, token, m2Timeouts(cfg), log); err != nil {
+			return fmt.Errorf("[m2] endpoint: %w", err)
+		}
+		disks = remote
+		log.Info("M2 storage served by a standalone backend", "endpoint", cfg.M2.Endpoint)
+	case cfg.M2.Enabled:
 		m, err := startM2(ctx, cfg, sec, log)
 		if err != nil {
 			return err
@@ -166,7 +178,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 		},
 	}
 	handler := Parts{Store: st, Token: token, Limits: cfg.Leases.Limits(), Logger: log, Now: now, Registry: reg, Secrets: sec,
-		Allocator: alloc, Reconciler: rec, Power: pw, Project: project, M2: m2b, M2Timeouts: m2Timeouts(cfg)}.Handler()
+		Allocator: alloc, Reconciler: rec, Power: pw, Project: project, M2: m2b, M2Remote: remote, M2Timeouts: m2Timeouts(cfg)}.Handler()
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {

@@ -67,6 +67,15 @@ type M2Config struct {
 	Dir string `ini:"dir"`
 	// Listen is the M2 API's address when run alone (`malleable m2 serve`).
 	Listen string `ini:"listen"`
+	// Endpoint, when set, is a standalone backend (`malleable m2 serve`,
+	// http(s)://host:port) that `malleable serve` uses instead of
+	// embedding one; Enabled is then ignored. The backend must hold the
+	// appliance's admin token.
+	Endpoint string `ini:"endpoint"`
+	// Appliance is the appliance a standalone backend asks who holds a
+	// node before attaching a disk to it or serving its boot script
+	// (http(s)://host:port); without it both are refused.
+	Appliance string `ini:"appliance"`
 	// IQNPrefix names targets and initiators: iqn.<yyyy-mm>.<reversed
 	// domain the operator owns>.
 	IQNPrefix string `ini:"iqn_prefix"`

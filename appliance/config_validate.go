@@ -181,6 +181,12 @@ func (m *M2Config) check(p *problems) {
 	if !validListen(m.Listen) {
 		p.bad("m2.listen", "%q is not host:port", m.Listen)
 	}
+	if _, err := parseEndpoint(m.Endpoint); m.Endpoint != "" && err != nil {
+		p.bad("m2.endpoint", "%v", err)
+	}
+	if _, err := parseEndpoint(m.Appliance); m.Appliance != "" && err != nil {
+		p.bad("m2.appliance", "%v", err)
+	}
 	if !iqnPrefixRE.MatchString(m.IQNPrefix) || len(m.IQNPrefix) > 100 {
 		p.bad("m2.iqn_prefix", "%q is not iqn.<yyyy-mm>.<reversed domain>, such as iqn.2026-11.org.example", m.IQNPrefix)
 	}

@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,13 +14,13 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/malleable-cloud/malleable/appliance/api/wire"
 	"github.com/malleable-cloud/malleable/appliance/audit"
 	"github.com/malleable-cloud/malleable/appliance/broker"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/iscsi"
 	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/storage"
-	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
 // m2Backend is a running M2 backend with what it owns.
@@ -162,14 +163,14 @@ func (d m2Disks) UnbindNode(ctx context.Context, node, tenant string) error {
 	return d.b.DetachNode(ctx, node, tenant)
 }
 
-// bootAllowed lets a node fetch its boot script only while the disk's
-// project holds the node.
-func bootAllowed(st *store.Store) func(ctx context.Context, project, node string) error {
+// bootAllowed lets a node fetch its boot script, and a disk be attached to
+// it, only while the disk's project holds the node; holder answers who does.
+func bootAllowed(holder func(ctx context.Context, node string) (string, error)) func(ctx context.Context, project, node string) error {
 	return func(ctx context.Context, project, node string) error {
 		if t := broker.Tenant(ctx); t != "" && t != project {
 			return fmt.Errorf("a disk of %s, asked for by %s", project, t)
 		}
-		holder, err := st.Holder(ctx, node)
+		holder, err := holder(ctx, node)
 		if err != nil {
 			return err
 		}
@@ -189,7 +190,10 @@ func bootAllowed(st *store.Store) func(ctx context.Context, project, node string
 // and boot scripts are served only while it still is. Every mutation,
 // refused or not, goes to the audit log.
 func (p Parts) m2Handler(admin func(*http.Request) bool, metrics mux.MiddlewareFunc) http.Handler {
-	r := p.m2Router(metrics)
+	var r http.Handler = p.m2Router(metrics)
+	if p.M2Remote != nil {
+		r = metrics(p.M2Remote.forward(audit.Recorder{Log: p.Store, Logger: p.Logger}, p.Now))
+	}
 	return httpx.Protected(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		boot := strings.HasPrefix(req.URL.Path, server.Prefix+"/boot/") && req.Method == http.MethodGet
 		// The admin token is compared in memory; only other tokens cost a
@@ -222,8 +226,8 @@ func (p Parts) m2Router(metrics mux.MiddlewareFunc) *mux.Router {
 			}
 			return server.Caller{Admin: true}, true
 		},
-		AttachAllowed: bootAllowed(p.Store),
-		BootAllowed:   bootAllowed(p.Store),
+		AttachAllowed: bootAllowed(p.Store.Holder),
+		BootAllowed:   bootAllowed(p.Store.Holder),
 		Audit: func(r *http.Request, rec server.AuditRecord) {
 			recorder.Record(r.Context(), audit.Entry{At: p.Now(), Actor: audit.Actor(r.Context()), Action: rec.Action,
 				Target: rec.Target, Detail: rec.Detail, Result: audit.Result(rec.Status, rec.Err)})
@@ -235,8 +239,12 @@ func (p Parts) m2Router(metrics mux.MiddlewareFunc) *mux.Router {
 }
 
 // RunM2 runs the M2 backend alone — `malleable m2 serve` — for a storage
-// host apart from the appliance: its API on [m2] listen, authenticated with
-// the admin token, until ctx ends.
+// host apart from the appliance, until ctx ends. Its API on [m2] listen
+// answers the admin token, which is the appliance's own (copied here): the
+// appliance forwards its tenants' calls with their project in
+// projectHeader. Attaching a disk and serving a boot script need the node
+// to be held by the disk's project, which it asks the appliance at
+// [m2] appliance; without one, both are refused.
 func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
 	token, sec, release, err := openState(cfg, log)
 	if err != nil {
@@ -249,18 +257,37 @@ func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		return err
 	}
 	defer m.close(context.WithoutCancel(ctx))
-	h := server.Handler(server.HandlerConfig{
-		Backend: m.backend,
-		Authorize: func(r *http.Request) (server.Caller, bool) {
-			got, ok := httpx.BearerToken(r)
-			return server.Caller{Admin: true}, ok && httpx.TokenMatches(got, token)
-		},
+	holder := noAppliance
+	if cfg.M2.Appliance != "" {
+		u, err := parseEndpoint(cfg.M2.Appliance)
+		if err != nil {
+			return fmt.Errorf("[m2] appliance: %w", err)
+		}
+		holder = applianceHolder(u.String(), token)
+		log.Info("leases checked with the appliance", "appliance", u.String())
+	} else {
+		log.Warn("no [m2] appliance: attaching disks and serving boot scripts are refused")
+	}
+	caller := remoteCaller(token)
+	inner := server.Handler(server.HandlerConfig{
+		Backend:       m.backend,
+		Authorize:     caller,
+		AttachAllowed: bootAllowed(holder),
+		BootAllowed:   bootAllowed(holder),
 		Audit: func(r *http.Request, rec server.AuditRecord) {
 			// No audit log of its own: the mutations go to its log.
 			log.Info("m2 audit", "action", rec.Action, "target", rec.Target, "detail", rec.Detail, "status", rec.Status, "err", rec.Err)
 		},
 		Timeouts: m2Timeouts(cfg),
 		Logger:   log,
+	})
+	// A boot script relayed by the appliance for a tenant is that tenant's
+	// only, as on the appliance's own listener.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := caller(r); ok && c.Project != "" {
+			r = r.WithContext(broker.WithTenant(r.Context(), c.Project))
+		}
+		inner.ServeHTTP(w, r)
 	})
 	ln, err := net.Listen("tcp", cfg.M2.Listen)
 	if err != nil {
@@ -282,4 +309,22 @@ func RunM2(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Appliance.ShutdownTimeout)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// errNoAppliance refuses attaches and boot scripts on a standalone backend
+// that has no appliance to check leases with.
+var errNoAppliance = errors.New("no appliance to check leases with ([m2] appliance)")
+
+func noAppliance(context.Context, string) (string, error) { return "", errNoAppliance }
+
+// applianceHolder asks the appliance at base which tenant holds a node.
+func applianceHolder(base, token string) func(ctx context.Context, node string) (string, error) {
+	c := httpx.Caller{Base: base, Token: token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	return func(ctx context.Context, node string) (string, error) {
+		var h wire.Holder
+		if err := c.Do(ctx, http.MethodGet, "/api/v1/nodes/"+httpx.PathEscape(node)+"/holder", nil, &h); err != nil {
+			return "", fmt.Errorf("ask the appliance who holds %s: %w", node, err)
+		}
+		return h.Holder, nil
+	}
 }

@@ -53,6 +53,7 @@ func TestOpenAPISchemasMatchWireTypes(t *testing.T) {
 		"LeaseRequest":  reflect.TypeFor[wire.LeaseRequest](),
 		"ExtendRequest": reflect.TypeFor[wire.ExtendRequest](),
 		"Power":         reflect.TypeFor[wire.Power](),
+		"Holder":        reflect.TypeFor[wire.Holder](),
 		"PowerAction":   reflect.TypeFor[wire.PowerRequest](),
 		"Handover":      reflect.TypeFor[wire.Handover](),
 		"Node":          reflect.TypeFor[inventory.Node](),

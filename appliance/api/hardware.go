@@ -25,6 +25,7 @@ const maxBMCPassword = 20
 // hardwareRoutes adds the admin routes for power, BMC credentials,
 // handovers, tenant broker tokens; reconcileRoutes adds on-demand passes.
 func (a *API) hardwareRoutes(v1 prefixed) {
+	v1.Handle("/nodes/{name}/holder", a.rs.Handle(a.nodeHolder)).Methods(http.MethodGet)
 	v1.Handle("/nodes/{name}/power", a.rs.Handle(a.nodePower)).Methods(http.MethodGet)
 	v1.Handle("/nodes/{name}/power", a.rs.Handle(a.nodePowerAction)).Methods(http.MethodPut)
 	v1.Handle("/nodes/{name}/bmc-password", a.rs.Handle(a.setBMCPassword)).Methods(http.MethodPut)
@@ -61,6 +62,23 @@ func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
 		state = "on"
 	}
 	httpx.WriteJSON(w, http.StatusOK, wire.Power{Node: name, Power: state, Holder: holder})
+	return nil
+}
+
+// nodeHolder answers who holds a node now, from the store alone.
+func (a *API) nodeHolder(w http.ResponseWriter, r *http.Request) error {
+	name, err := pathName(r)
+	if err != nil {
+		return err
+	}
+	if _, err := a.store.GetNode(r.Context(), name); err != nil {
+		return err
+	}
+	holder, err := a.store.Holder(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, wire.Holder{Node: name, Holder: holder})
 	return nil
 }
 

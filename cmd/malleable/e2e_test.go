@@ -505,30 +505,7 @@ func TestM2Serve(t *testing.T) {
 	portal := freeTCPPort(t)
 	cfg := filepath.Join(dir, "m2.ini")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[m2]\nportal = 127.0.0.1:%d\ntgtd_control_port = %d\n", portal, 20000+portal%10000)), 0o600)
-	cmd := exec.Command(binary, "m2", "serve", "--config", cfg, "--data-dir", filepath.Join(dir, "state"), "--listen", "127.0.0.1:0")
-	var logs bytes.Buffer
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-			if rest, ok := strings.CutPrefix(sc.Text(), "malleable: M2 API on http://"); ok {
-				a, _, _ := strings.Cut(rest, "/")
-				addr <- a
-			}
-		}
-	}()
-	var a string
-	select {
-	case a = <-addr:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("m2 serve did not start:\n%s", logs.String())
-	}
+	a, cmd, logs := startM2Serve(t, cfg, filepath.Join(dir, "state"), "127.0.0.1:0")
 	token, _ := os.ReadFile(filepath.Join(dir, "state", "admin.token"))
 	for _, tc := range []struct {
 		token string
@@ -587,6 +564,37 @@ func TestM2Serve(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("m2 serve exited with %v:\n%s", err, logs.String())
 	}
+}
+
+// startM2Serve starts `malleable m2 serve` and returns its API's address,
+// the process and its log.
+func startM2Serve(t *testing.T, cfg, dataDir, listen string) (string, *exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(binary, "m2", "serve", "--config", cfg, "--data-dir", dataDir, "--listen", listen)
+	var logs bytes.Buffer // read only once the process is done or on failure
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if rest, ok := strings.CutPrefix(sc.Text(), "malleable: M2 API on http://"); ok {
+				a, _, _ := strings.Cut(rest, "/")
+				addr <- a
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return a, cmd, &logs
+	case <-time.After(30 * time.Second):
+		t.Fatalf("m2 serve did not start:\n%s", logs.String())
+	}
+	return "", nil, nil
 }
 
 // requireTools skips the test when a tool is missing, or fails it under

@@ -79,6 +79,13 @@ type Power struct {
 	Holder string `json:"holder"`
 }
 
+// Holder is who holds a node now: a tenant, or "" when nobody does.
+// A standalone M2 backend asks it before serving a boot script.
+type Holder struct {
+	Node   string `json:"node"`
+	Holder string `json:"holder"`
+}
+
 // Handover is a handover with, when fetched alone, its journal.
 type Handover struct {
 	lease.Handover
