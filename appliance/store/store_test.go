@@ -160,7 +160,7 @@ func TestOpenMigrates(t *testing.T) {
 		}
 		tables = append(tables, n)
 	}
-	if want := []string{"allocations", "audit", "handover_journal", "handovers", "leases", "node_holders", "node_macs", "nodes", "tenants"}; !reflect.DeepEqual(tables, want) {
+	if want := []string{"allocations", "audit", "handover_journal", "handovers", "leases", "node_holders", "node_macs", "nodes", "tenant_job_steps", "tenant_jobs", "tenants"}; !reflect.DeepEqual(tables, want) {
 		t.Errorf("tables = %v, want %v", tables, want)
 	}
 }
