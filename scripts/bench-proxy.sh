@@ -23,7 +23,7 @@
 # requires on /bmc, so wrk calls the proxy's plain-HTTP listener (http_listen),
 # where the caller is identified by the reverse DNS of 127.0.0.1 (localhost),
 # forward-verified, as the Ruby proxy does. The TLS path is measured by
-# BenchmarkPowerStatus in appliance/smartproxy, which this script falls back
+# BenchmarkPowerStatus in e2e/, which this script falls back
 # to if loopback's name cannot be trusted here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -168,7 +168,7 @@ broker_url=http://$api/broker/v1/nodes/bench-1/power
 fallback() {
 	echo "==> $1"
 	echo "==> falling back to the Go benchmark (TLS into the proxy, recorded BMC): BenchmarkPowerStatus"
-	go test -run '^$' -bench PowerStatus -benchtime "$duration" ./appliance/smartproxy/
+	go test -run '^$' -bench PowerStatus -benchtime "$duration" ./e2e/
 	exit 0
 }
 

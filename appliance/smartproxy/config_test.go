@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // TestExampleINI: the shipped example parses, points at the appliance on
@@ -120,16 +122,16 @@ password_file = /pw
 
 // TestNewReportsFiles: unreadable TLS and secret files are named.
 func TestNewReportsFiles(t *testing.T) {
-	ca := newTestCA(t, "CA")
+	ca := proxytest.NewCA(t, "CA")
 	dir := t.TempDir()
 	tests := map[string]struct {
 		mutate func(*Config)
 		want   string
 	}{
 		"password file":  {func(c *Config) { c.BMC.PasswordFile = dir + "/none" }, "bmc.password_file"},
-		"empty password": {func(c *Config) { c.BMC.PasswordFile = writeFile(t, dir, "empty", []byte(" \n")) }, "is empty"},
+		"empty password": {func(c *Config) { c.BMC.PasswordFile = proxytest.WriteFile(t, dir, "empty", []byte(" \n")) }, "is empty"},
 		"certificate":    {func(c *Config) { c.Proxy.SSLCertificate = dir + "/none" }, "smart_proxy.ssl_certificate"},
-		"CA file":        {func(c *Config) { c.Proxy.SSLCAFile = writeFile(t, dir, "notpem", []byte("hello")) }, "holds no PEM certificate"},
+		"CA file":        {func(c *Config) { c.Proxy.SSLCAFile = proxytest.WriteFile(t, dir, "notpem", []byte("hello")) }, "holds no PEM certificate"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

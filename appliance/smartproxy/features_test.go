@@ -11,54 +11,8 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
-
-// TestFeaturesFollowApplianceM2: the proxy advertises m2 in /features,
-// /version and /v2/features only while the appliance's M2 backend is on,
-// as the real appliance's broker says, and `health` agrees.
-func TestFeaturesFollowApplianceM2(t *testing.T) {
-	for name, tc := range map[string]struct {
-		m2                bool
-		features, version string
-		v2                []string
-	}{
-		"M2 on":  {true, `["bmc","m2"]`, `{"version":"dev","modules":{"bmc":"dev","m2":"dev"}}`, []string{`"bmc":`, `"m2":`}},
-		"M2 off": {false, `["bmc"]`, `{"version":"dev","modules":{"bmc":"dev"}}`, []string{`"bmc":`}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			log := slog.New(slog.DiscardHandler)
-			a := newApplianceRigM2(t, time.Now(), 0, log, tc.m2)
-			p := newTenantProxy(t, a, "acme", log)
-			for path, want := range map[string]string{"/features": tc.features, "/version": tc.version} {
-				if status, body := p.foreman("GET", path, ""); status != 200 || body != want {
-					t.Errorf("GET %s = %d %s, want %s", path, status, body, want)
-				}
-			}
-			status, body := p.foreman("GET", "/v2/features", "")
-			if status != 200 || strings.Count(body, `"state":"running"`) != len(tc.v2) {
-				t.Errorf("GET /v2/features = %d %s, want %d modules", status, body, len(tc.v2))
-			}
-			for _, want := range tc.v2 {
-				if !strings.Contains(body, want) {
-					t.Errorf("GET /v2/features lacks %s: %s", want, body)
-				}
-			}
-			if status, _ := p.json("GET", "/m2/images", ""); (status == 404) == tc.m2 {
-				t.Errorf("GET /m2/images = %d with the appliance's M2 on=%v", status, tc.m2)
-			}
-			cfg := p.h.cfg
-			cfg.Proxy.HTTPSListen = strings.TrimPrefix(p.h.ts.URL, "https://")
-			c, err := OpenClient(cfg.Broker)
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg, err := Health(context.Background(), cfg, c.Broker)
-			if err != nil || !strings.Contains(msg, "serves "+strings.NewReplacer(`"`, "", ",", " ").Replace(tc.features)) {
-				t.Errorf("health = %q, %v", msg, err)
-			}
-		})
-	}
-}
 
 // flakyBroker fails Whoami a number of times before answering.
 type flakyBroker struct {
@@ -81,7 +35,7 @@ func (b *flakyBroker) Whoami(ctx context.Context) (brokerapi.Identity, error) {
 // TestBrokerUnreachableAtStart: a proxy started before the appliance keeps
 // asking the broker until it answers, and never advertises a guess.
 func TestBrokerUnreachableAtStart(t *testing.T) {
-	cfg := testConfig(t, t.TempDir(), newTestCA(t, "Malleable test CA"))
+	cfg := testConfig(t, t.TempDir(), proxytest.NewCA(t, "Malleable test CA"))
 	cfg.Proxy.HTTPSListen = "127.0.0.1:0"
 	b := &flakyBroker{fakeBroker: newFakeBroker(), fails: 2}
 	var logs syncBuffer
@@ -114,11 +68,11 @@ func TestBrokerUnreachableAtStart(t *testing.T) {
 func TestFeaturesWithoutBroker(t *testing.T) {
 	h := newHarness(t, nil)
 	h.srv.broker = &flakyBroker{fakeBroker: h.broker, fails: 1}
-	status, _, body := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", ""))
+	status, _, body := proxytest.Do(t, h.foreman, proxytest.ForemanRequest(h.ts.URL, "GET", "/features", ""))
 	if status != 503 || !strings.Contains(body, "connection refused") {
 		t.Errorf("GET /features with no broker = %d %q, want 503 naming the cause", status, body)
 	}
-	status, _, body = do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", ""))
+	status, _, body = proxytest.Do(t, h.foreman, proxytest.ForemanRequest(h.ts.URL, "GET", "/features", ""))
 	if status != 200 || body != `["bmc","m2"]` {
 		t.Errorf("GET /features once the broker answers = %d %q", status, body)
 	}
@@ -161,7 +115,7 @@ func TestFeaturesConcurrent(t *testing.T) {
 					h.broker.noM2 = true
 					h.broker.mu.Unlock()
 				}
-				status, _, body := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", ""))
+				status, _, body := proxytest.Do(t, h.foreman, proxytest.ForemanRequest(h.ts.URL, "GET", "/features", ""))
 				if status != 200 || (body != `["bmc","m2"]` && body != `["bmc"]`) {
 					t.Errorf("GET /features = %d %s", status, body)
 				}
@@ -172,7 +126,7 @@ func TestFeaturesConcurrent(t *testing.T) {
 	mu.Lock()
 	now = now.Add(identityTTL)
 	mu.Unlock()
-	if _, _, body := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", "")); body != `["bmc"]` {
+	if _, _, body := proxytest.Do(t, h.foreman, proxytest.ForemanRequest(h.ts.URL, "GET", "/features", "")); body != `["bmc"]` {
 		t.Errorf("after the appliance's M2 went off: %s", body)
 	}
 }
@@ -185,7 +139,7 @@ func TestFeaturesKeepLastAnswer(t *testing.T) {
 	now := time.Now()
 	h.srv.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	get := func() string {
-		_, _, body := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", "/features", ""))
+		_, _, body := proxytest.Do(t, h.foreman, proxytest.ForemanRequest(h.ts.URL, "GET", "/features", ""))
 		return body
 	}
 	if got := get(); got != `["bmc","m2"]` {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // fuzzRig is one Server shared by a fuzz target's iterations, called
@@ -22,7 +24,7 @@ type fuzzRig struct {
 }
 
 func newFuzzRig(f *testing.F) *fuzzRig {
-	ca := newTestCA(f, "Malleable fuzz CA")
+	ca := proxytest.NewCA(f, "Malleable fuzz CA")
 	cfg := testConfig(f, f.TempDir(), ca)
 	cfg.Broker.StatusTimeout = 20 * time.Millisecond // node-10 hangs: keep iterations fast
 	b := newFakeBroker()
@@ -30,7 +32,7 @@ func newFuzzRig(f *testing.F) *fuzzRig {
 	if err != nil {
 		f.Fatal(err)
 	}
-	c := ca.clientCert(f, foremanCN)
+	c := ca.ClientCert(f, proxytest.ForemanCN)
 	cert, err := x509.ParseCertificate(c.Certificate[0])
 	if err != nil {
 		f.Fatal(err)
@@ -57,7 +59,7 @@ func (r *fuzzRig) serve(method, path, ct, body, auth string) (*httptest.Response
 	}
 	switch auth {
 	case "":
-		req.SetBasicAuth(bmcUser, bmcPass)
+		req.SetBasicAuth(bmcUser, proxytest.BMCPassword)
 	case "none":
 	default:
 		req.Header.Set("Authorization", auth)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -123,8 +125,8 @@ func TestGolden(t *testing.T) {
 	h := newHarness(t, nil)
 	clients := map[string]*http.Client{
 		"":          h.foreman,
-		"nocert":    h.client(),
-		"untrusted": h.client(h.ca.clientCert(t, "foreman.globex.example", foremanCN)), // a trusted SAN is not enough
+		"nocert":    h.ca.Client(),
+		"untrusted": h.ca.Client(h.ca.ClientCert(t, "foreman.globex.example", proxytest.ForemanCN)), // a trusted SAN is not enough
 	}
 	names := make([]string, 0, len(goldenCases))
 	for name := range goldenCases {
@@ -134,7 +136,7 @@ func TestGolden(t *testing.T) {
 	for _, name := range names {
 		c := goldenCases[name]
 		t.Run(name, func(t *testing.T) {
-			req := foremanRequest(h.ts.URL, c.method, c.path, c.body)
+			req := proxytest.ForemanRequest(h.ts.URL, c.method, c.path, c.body)
 			switch c.ct {
 			case "", "accept-html":
 			default:
@@ -145,14 +147,14 @@ func TestGolden(t *testing.T) {
 			}
 			switch c.login {
 			case "":
-				req.SetBasicAuth(bmcUser, bmcPass)
+				req.SetBasicAuth(bmcUser, proxytest.BMCPassword)
 			case "none":
 			case "wrong":
 				req.SetBasicAuth(bmcUser, "guess")
 			default:
 				req.Header.Set("Authorization", c.login)
 			}
-			status, ct, body := do(t, clients[c.client], req)
+			status, ct, body := proxytest.Do(t, clients[c.client], req)
 			got := fmt.Sprintf("%s %s\nHTTP %d\nContent-Type: %s\n\n%s", c.method, c.path, status, ct, body)
 			path := filepath.Join("testdata", name+".golden")
 			if *update {

@@ -2,13 +2,10 @@ package smartproxy
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,27 +13,13 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
 	"github.com/malleable-cloud/malleable/appliance/m2"
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 const (
-	foremanCN = "foreman.acme.example"
-	bmcUser   = "acme"
-	bmcPass   = "virtual-bmc-secret"
-	tenant    = "acme"
+	bmcUser = "acme"
+	tenant  = "acme"
 )
-
-// testLogger sends the proxy's logs to the test's log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
 
 // harness is a Server over a fake broker and stub storage, served over
 // real TLS on loopback with a test CA.
@@ -47,31 +30,31 @@ type harness struct {
 	ts      *httptest.Server
 	broker  *fakeBroker
 	storage *stubStorage
-	ca      *testCA
+	ca      *proxytest.CA
 	foreman *http.Client // presents the trusted CN
 }
 
 // testConfig is a valid configuration whose files live in dir.
-func testConfig(t testing.TB, dir string, ca *testCA) Config {
+func testConfig(t testing.TB, dir string, ca *proxytest.CA) Config {
 	t.Helper()
-	sc, sk := ca.issue(t, "proxy.acme.example", true)
+	files := ca.WriteServerTLS(t, dir, "proxy.acme.example")
 	cfg := DefaultConfig()
 	cfg.Proxy.HTTPSListen = "127.0.0.1:0"
-	cfg.Proxy.SSLCertificate = writeFile(t, dir, "proxy.crt", sc)
-	cfg.Proxy.SSLPrivateKey = writeFile(t, dir, "proxy.key", sk)
-	cfg.Proxy.SSLCAFile = writeFile(t, dir, "ca.crt", ca.pem)
+	cfg.Proxy.SSLCertificate = files.Certificate
+	cfg.Proxy.SSLPrivateKey = files.PrivateKey
+	cfg.Proxy.SSLCAFile = files.CA
 	cfg.Proxy.TrustedHosts = "other.example, Foreman.ACME.example" // compared lowercased
 	cfg.Broker.URL = "http://appliance.invalid:8780"
-	cfg.Broker.TokenFile = writeFile(t, dir, "broker.token", []byte("mlb_0123456789abcdef\n"))
+	cfg.Broker.TokenFile = proxytest.WriteFile(t, dir, "broker.token", []byte("mlb_0123456789abcdef\n"))
 	cfg.Broker.StatusTimeout = 300 * time.Millisecond
 	cfg.BMC.Username = bmcUser
-	cfg.BMC.PasswordFile = writeFile(t, dir, "bmc.password", []byte(bmcPass+"\n"))
+	cfg.BMC.PasswordFile = proxytest.WriteFile(t, dir, "bmc.password", []byte(proxytest.BMCPassword+"\n"))
 	return cfg
 }
 
 func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	t.Helper()
-	ca := newTestCA(t, "Malleable test CA")
+	ca := proxytest.NewCA(t, "Malleable test CA")
 	cfg := testConfig(t, t.TempDir(), ca)
 	if mutate != nil {
 		mutate(&cfg)
@@ -82,7 +65,7 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	h := &harness{t: t, cfg: cfg, broker: newFakeBroker(), storage: newStubStorage(), ca: ca}
 	log := slog.New(slog.DiscardHandler)
 	if tt, ok := t.(*testing.T); ok {
-		log = testLogger(tt)
+		log = proxytest.Logger(tt)
 	}
 	srv, err := New(cfg, Options{Broker: h.broker, Storage: h.storage, Version: "1.4.0", Logger: log})
 	if err != nil {
@@ -93,53 +76,8 @@ func newHarness(t testing.TB, mutate func(*Config)) *harness {
 	h.ts.TLS = srv.tls
 	h.ts.StartTLS()
 	t.Cleanup(h.ts.Close)
-	h.foreman = h.client(ca.clientCert(t, foremanCN))
+	h.foreman = ca.Client(ca.ClientCert(t, proxytest.ForemanCN))
 	return h
-}
-
-// client returns an HTTPS client that trusts the test CA and presents
-// certs.
-func (h *harness) client(certs ...tls.Certificate) *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		RootCAs: h.ca.pool(), Certificates: certs, MinVersion: tls.VersionTLS12}}}
-}
-
-// foremanRequest builds a request exactly as Foreman's ProxyAPI::Resource
-// (RestClient) sends it: Accept JSON, request and session ids, and a
-// form-encoded body for PUT. Callers add the Basic credentials.
-func foremanRequest(base, method, path, body string) *http.Request {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, base+path, rd)
-	if err != nil {
-		panic(err)
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Accept-Encoding", "gzip;q=1.0,deflate;q=0.6,identity;q=0.3")
-	req.Header.Set("User-Agent", "rest-client/2.1.0 (linux x86_64) ruby/3.1.2p20")
-	req.Header.Set("X-Request-Id", "0b6c5f0e-7a6b-4c43-9d5e-1a2b3c4d5e6f")
-	req.Header.Set("X-Session-Id", "6f5e4d3c-2b1a-4e5d-9c43-7a6b0e5f6c0b")
-	if body != "" {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	return req
-}
-
-// do sends req with c and returns the status, Content-Type and body.
-func do(t testing.TB, c *http.Client, req *http.Request) (int, string, string) {
-	t.Helper()
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
 }
 
 // fakeNode is a node as the fake broker knows it for the tenant.

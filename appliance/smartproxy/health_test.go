@@ -7,6 +7,7 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/broker/brokerapi"
 	"github.com/malleable-cloud/malleable/appliance/httpx"
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // deadBroker refuses the proxy's credential.
@@ -17,7 +18,7 @@ func (deadBroker) Whoami(context.Context) (brokerapi.Identity, error) {
 }
 
 func TestHealth(t *testing.T) {
-	ca := newTestCA(t, "Malleable test CA")
+	ca := proxytest.NewCA(t, "Malleable test CA")
 	cfg := testConfig(t, t.TempDir(), ca)
 	srv, err := New(cfg, Options{Broker: newFakeBroker(), Storage: newStubStorage()})
 	if err != nil {

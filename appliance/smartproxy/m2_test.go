@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/malleable-cloud/malleable/appliance/m2"
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // TestM2Routes walks the M2 plugin in order: the prototype's routes as
@@ -49,9 +50,9 @@ func TestM2Routes(t *testing.T) {
 		{"POST", "/m2/disks/web2/attach", "application/json", `{"node":"10.0.0.7"}`, nil, 403, "application/json", `{"error":"forbidden: node node-3 is not held by acme"}`},
 		{"POST", "/m2/disks/web2/attach", "application/json", `{}`, nil, 400, "application/json", `{"error":"node: the host to attach the disk to is required"}`},
 		{"GET", "/m2/disks/web2/boot.ipxe", "", "", nil, 200, "text/plain; charset=utf-8", "#!ipxe\nsanboot --keep iscsi:192.0.2.10::3260:1:iqn.2026-11.io.malleable:acme.web2\n"},
-		{"GET", "/m2/boot/" + stubToken, "", "", h.client(), 200, "text/plain; charset=utf-8", "#!ipxe\nset username m2-d1…"},
-		{"GET", "/m2/boot/" + strings.Repeat("f", 64), "", "", h.client(), 404, "application/json", `{"error":"no boot script for this token"}`},
-		{"GET", "/m2/boot/x", "", "", h.client(), 404, "application/json", `{"error":"no boot script for this token"}`},
+		{"GET", "/m2/boot/" + stubToken, "", "", h.ca.Client(), 200, "text/plain; charset=utf-8", "#!ipxe\nset username m2-d1…"},
+		{"GET", "/m2/boot/" + strings.Repeat("f", 64), "", "", h.ca.Client(), 404, "application/json", `{"error":"no boot script for this token"}`},
+		{"GET", "/m2/boot/x", "", "", h.ca.Client(), 404, "application/json", `{"error":"no boot script for this token"}`},
 		{"POST", "/m2/disks/web2/snapshots", "application/json", `{"name":"s1"}`, nil, 201, "application/json", `{"project":"acme","name":"s1","disk":"web2",…`},
 		{"GET", "/m2/snapshots", "", "", nil, 200, "application/json", `[{"project":"acme","name":"s1","disk":"web2",…`},
 		{"GET", "/m2/snapshot_list", "", "", nil, 200, "application/json", `[["s1","web2"]]`},
@@ -75,7 +76,7 @@ func TestM2Routes(t *testing.T) {
 		if st.ct != "" {
 			req.Header.Set("Content-Type", st.ct)
 		}
-		status, ct, got := do(t, c, req)
+		status, ct, got := proxytest.Do(t, c, req)
 		want, prefix := strings.CutSuffix(st.want, "…")
 		if status != st.wantStatus || ct != st.wantCT || (prefix && !strings.HasPrefix(got, want)) || (!prefix && got != want) {
 			t.Errorf("%s %s: %d %q %q\nwant %d %q %q", st.method, st.path, status, ct, got, st.wantStatus, st.wantCT, st.want)
@@ -91,7 +92,7 @@ func TestM2Disabled(t *testing.T) {
 		"/m2/test":     "Requested url was not found",
 		"/v2/features": `{"bmc":{"http_enabled":false,"https_enabled":true,"settings":{"bmc_default_provider":"ipmitool"},"state":"running","capabilities":["freeipmi","ipmitool","redfish"]}}`,
 	} {
-		if _, _, got := do(t, h.foreman, foremanRequest(h.ts.URL, "GET", path, "")); got != want {
+		if _, _, got := proxytest.Do(t, h.foreman, proxytest.ForemanRequest(h.ts.URL, "GET", path, "")); got != want {
 			t.Errorf("GET %s = %q, want %q", path, got, want)
 		}
 	}

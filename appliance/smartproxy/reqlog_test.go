@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // TestRequestLog: every request is logged at info, as Foreman's own proxy
@@ -19,12 +21,12 @@ func TestRequestLog(t *testing.T) {
 	ts.StartTLS()
 	defer ts.Close()
 
-	req := foremanRequest(ts.URL, "GET", "/bmc/10.0.0.5/chassis/power/status?bmc_provider=ipmitool&secret=s3cr3t", "")
-	req.SetBasicAuth(bmcUser, bmcPass)
-	do(t, h.foreman, req)
-	do(t, h.foreman, foremanRequest(ts.URL, "GET", "/m2/boot/tok-0123456789abcdef", ""))
-	untrusted := h.client(h.ca.clientCert(t, "foreman.globex.example"))
-	do(t, untrusted, foremanRequest(ts.URL, "GET", "/v2/features", ""))
+	req := proxytest.ForemanRequest(ts.URL, "GET", "/bmc/10.0.0.5/chassis/power/status?bmc_provider=ipmitool&secret=s3cr3t", "")
+	req.SetBasicAuth(bmcUser, proxytest.BMCPassword)
+	proxytest.Do(t, h.foreman, req)
+	proxytest.Do(t, h.foreman, proxytest.ForemanRequest(ts.URL, "GET", "/m2/boot/tok-0123456789abcdef", ""))
+	untrusted := h.ca.Client(h.ca.ClientCert(t, "foreman.globex.example"))
+	proxytest.Do(t, untrusted, proxytest.ForemanRequest(ts.URL, "GET", "/v2/features", ""))
 
 	out := logs.String()
 	for _, want := range []string{
@@ -37,7 +39,7 @@ func TestRequestLog(t *testing.T) {
 			t.Errorf("request log lacks %q:\n%s", want, out)
 		}
 	}
-	for _, secret := range []string{bmcPass, "s3cr3t", "bmc_provider", "tok-0123456789abcdef", "Basic "} {
+	for _, secret := range []string{proxytest.BMCPassword, "s3cr3t", "bmc_provider", "tok-0123456789abcdef", "Basic "} {
 		if strings.Contains(out, secret) {
 			t.Errorf("request log shows %q:\n%s", secret, out)
 		}
@@ -49,8 +51,8 @@ func TestRequestLog(t *testing.T) {
 // setting, not a settings.yml it does not have.
 func TestUntrustedNamesThisProxysSetting(t *testing.T) {
 	h := newHarness(t, nil)
-	untrusted := h.client(h.ca.clientCert(t, "foreman.globex.example"))
-	status, _, body := do(t, untrusted, foremanRequest(h.ts.URL, "GET", "/v2/features", ""))
+	untrusted := h.ca.Client(h.ca.ClientCert(t, "foreman.globex.example"))
+	status, _, body := proxytest.Do(t, untrusted, proxytest.ForemanRequest(h.ts.URL, "GET", "/v2/features", ""))
 	if status != 403 || !strings.HasPrefix(body, "Untrusted client foreman.globex.example attempted to access /features.") ||
 		!strings.Contains(body, "[smart_proxy] trusted_hosts") || strings.Contains(body, "settings.yml") {
 		t.Errorf("untrusted client: %d %q", status, body)

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // TestSecretFilesMustBePrivate: a broker token, BMC password or server key
@@ -30,7 +32,7 @@ func TestSecretFilesMustBePrivate(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			cfg := testConfig(t, t.TempDir(), newTestCA(t, "Malleable test CA"))
+			cfg := testConfig(t, t.TempDir(), proxytest.NewCA(t, "Malleable test CA"))
 			if err := tc.open(cfg); err != nil {
 				t.Fatalf("mode 0600: %v", err)
 			}
@@ -57,7 +59,7 @@ func TestSecretFilesMustBePrivate(t *testing.T) {
 
 // TestCheckFiles: config check names every file that is missing or unusable.
 func TestCheckFiles(t *testing.T) {
-	cfg := testConfig(t, t.TempDir(), newTestCA(t, "Malleable test CA"))
+	cfg := testConfig(t, t.TempDir(), proxytest.NewCA(t, "Malleable test CA"))
 	if p := CheckFiles(cfg); len(p) != 0 {
 		t.Fatalf("valid files: %q", p)
 	}

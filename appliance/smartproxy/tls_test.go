@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // TestTLSClientCertificates: Foreman's certificate (trusted CN, from the
@@ -20,7 +22,7 @@ import (
 // need no certificate.
 func TestTLSClientCertificates(t *testing.T) {
 	h := newHarness(t, nil)
-	foreign := newTestCA(t, "Someone else's CA")
+	foreign := proxytest.NewCA(t, "Someone else's CA")
 	tests := map[string]struct {
 		client     *http.Client
 		path       string
@@ -29,26 +31,26 @@ func TestTLSClientCertificates(t *testing.T) {
 		wantTLSErr bool
 	}{
 		"trusted CN, BMC":             {h.foreman, "/bmc/10.0.0.5/chassis/power/status", 200, `{"action":"status","result":"on"}`, false},
-		"trusted CN, upper case":      {h.client(h.ca.clientCert(t, "FOREMAN.Acme.Example")), "/v2/features", 200, `{"bmc":`, false},
+		"trusted CN, upper case":      {h.ca.Client(h.ca.ClientCert(t, "FOREMAN.Acme.Example")), "/v2/features", 200, `{"bmc":`, false},
 		"trusted CN, M2":              {h.foreman, "/m2/test", 200, "test", false},
-		"untrusted CN, BMC":           {h.client(h.ca.clientCert(t, "foreman.globex.example")), "/bmc/10.0.0.5/chassis/power/status", 403, "Untrusted client foreman.globex.example", false},
-		"untrusted CN, trusted SAN":   {h.client(h.ca.clientCert(t, "x.example", foremanCN)), "/v2/features", 403, "Untrusted client x.example", false},
-		"untrusted CN, M2":            {h.client(h.ca.clientCert(t, "foreman.globex.example")), "/m2/image_list", 403, `{"error":"Untrusted client foreman.globex.example attempted to access /image_list.`, false},
-		"no certificate, BMC":         {h.client(), "/bmc/10.0.0.5/chassis/power/status", 403, "could not read client cert from environment", false},
-		"no certificate, v2":          {h.client(), "/v2/features", 403, "could not read client cert from environment", false},
-		"no certificate, M2":          {h.client(), "/m2/disks", 403, `{"error":"could not read client cert from environment"}`, false},
-		"no certificate, features":    {h.client(), "/features", 200, `["bmc","m2"]`, false},
-		"no certificate, version":     {h.client(), "/version", 200, `{"version":"1.4.0"`, false},
-		"no certificate, boot script": {h.client(), "/m2/boot/" + stubToken, 200, "#!ipxe", false},
-		"no CN":                       {h.client(h.ca.clientCert(t, "")), "/bmc/10.0.0.5/chassis/power/status", 403, "could not read CN from the client certificate", false},
-		"wrong CA, features":          {insistent(h, foreign.clientCert(t, foremanCN)), "/features", 0, "", true},
-		"wrong CA, BMC":               {insistent(h, foreign.clientCert(t, foremanCN)), "/bmc/10.0.0.5/chassis/power/status", 0, "", true},
-		"Go client skips a wrong CA":  {h.client(foreign.clientCert(t, foremanCN)), "/bmc/10.0.0.5/chassis/power/status", 403, "could not read client cert from environment", false},
+		"untrusted CN, BMC":           {h.ca.Client(h.ca.ClientCert(t, "foreman.globex.example")), "/bmc/10.0.0.5/chassis/power/status", 403, "Untrusted client foreman.globex.example", false},
+		"untrusted CN, trusted SAN":   {h.ca.Client(h.ca.ClientCert(t, "x.example", proxytest.ForemanCN)), "/v2/features", 403, "Untrusted client x.example", false},
+		"untrusted CN, M2":            {h.ca.Client(h.ca.ClientCert(t, "foreman.globex.example")), "/m2/image_list", 403, `{"error":"Untrusted client foreman.globex.example attempted to access /image_list.`, false},
+		"no certificate, BMC":         {h.ca.Client(), "/bmc/10.0.0.5/chassis/power/status", 403, "could not read client cert from environment", false},
+		"no certificate, v2":          {h.ca.Client(), "/v2/features", 403, "could not read client cert from environment", false},
+		"no certificate, M2":          {h.ca.Client(), "/m2/disks", 403, `{"error":"could not read client cert from environment"}`, false},
+		"no certificate, features":    {h.ca.Client(), "/features", 200, `["bmc","m2"]`, false},
+		"no certificate, version":     {h.ca.Client(), "/version", 200, `{"version":"1.4.0"`, false},
+		"no certificate, boot script": {h.ca.Client(), "/m2/boot/" + stubToken, 200, "#!ipxe", false},
+		"no CN":                       {h.ca.Client(h.ca.ClientCert(t, "")), "/bmc/10.0.0.5/chassis/power/status", 403, "could not read CN from the client certificate", false},
+		"wrong CA, features":          {insistent(h, foreign.ClientCert(t, proxytest.ForemanCN)), "/features", 0, "", true},
+		"wrong CA, BMC":               {insistent(h, foreign.ClientCert(t, proxytest.ForemanCN)), "/bmc/10.0.0.5/chassis/power/status", 0, "", true},
+		"Go client skips a wrong CA":  {h.ca.Client(foreign.ClientCert(t, proxytest.ForemanCN)), "/bmc/10.0.0.5/chassis/power/status", 403, "could not read client cert from environment", false},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			req := foremanRequest(h.ts.URL, "GET", tc.path, "")
-			req.SetBasicAuth(bmcUser, bmcPass)
+			req := proxytest.ForemanRequest(h.ts.URL, "GET", tc.path, "")
+			req.SetBasicAuth(bmcUser, proxytest.BMCPassword)
 			resp, err := tc.client.Do(req)
 			if tc.wantTLSErr {
 				if err == nil {
@@ -77,7 +79,7 @@ func TestTLSClientCertificates(t *testing.T) {
 // for, as Foreman's RestClient (OpenSSL) does; Go's own client would
 // rather send none.
 func insistent(h *harness, cert tls.Certificate) *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.ca.pool(), MinVersion: tls.VersionTLS12,
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.ca.Pool(), MinVersion: tls.VersionTLS12,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}}}
 }
 
@@ -97,11 +99,11 @@ func isTLSRefusal(err error) bool {
 func TestTLSServerSettings(t *testing.T) {
 	h := newHarness(t, nil)
 	addr := strings.TrimPrefix(h.ts.URL, "https://")
-	_, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: h.ca.pool(), MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10})
+	_, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: h.ca.Pool(), MaxVersion: tls.VersionTLS11, MinVersion: tls.VersionTLS10})
 	if err == nil {
 		t.Fatal("a TLS 1.1 handshake succeeded")
 	}
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: h.ca.pool(), ServerName: "localhost"})
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: h.ca.Pool(), ServerName: "localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +133,7 @@ func (f fakeResolver) LookupHost(_ context.Context, host string) ([]string, erro
 // TestRunListeners runs the proxy's own listeners: HTTPS, plain HTTP with
 // clients named by verified reverse DNS, and the boot-only listener.
 func TestRunListeners(t *testing.T) {
-	ca := newTestCA(t, "Malleable test CA")
+	ca := proxytest.NewCA(t, "Malleable test CA")
 	cfg := testConfig(t, t.TempDir(), ca)
 	cfg.Proxy.HTTPListen = "127.0.0.1:0"
 	cfg.M2.BootListen = "127.0.0.1:0"
@@ -142,7 +144,7 @@ func TestRunListeners(t *testing.T) {
 		ptr: map[string][]string{"127.0.0.1": {"Foreman.acme.example."}},
 		a:   map[string][]string{"foreman.acme.example": {"127.0.0.1"}},
 	}
-	srv, err := New(cfg, Options{Broker: newFakeBroker(), Storage: newStubStorage(), Resolver: res, Logger: testLogger(t)})
+	srv, err := New(cfg, Options{Broker: newFakeBroker(), Storage: newStubStorage(), Resolver: res, Logger: proxytest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,13 +159,13 @@ func TestRunListeners(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	get := func(c *http.Client, url string) (int, string) {
-		req := foremanRequest(url, "GET", "", "")
-		req.SetBasicAuth(bmcUser, bmcPass)
-		status, _, body := do(t, c, req)
+		req := proxytest.ForemanRequest(url, "GET", "", "")
+		req.SetBasicAuth(bmcUser, proxytest.BMCPassword)
+		status, _, body := proxytest.Do(t, c, req)
 		return status, body
 	}
-	https := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(),
-		Certificates: []tls.Certificate{ca.clientCert(t, foremanCN)}}}}
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(),
+		Certificates: []tls.Certificate{ca.ClientCert(t, proxytest.ForemanCN)}}}}
 	for _, tc := range []struct {
 		c          *http.Client
 		url        string
@@ -214,7 +216,7 @@ func TestRunListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	ca := newTestCA(t, "Malleable test CA")
+	ca := proxytest.NewCA(t, "Malleable test CA")
 	cfg := testConfig(t, t.TempDir(), ca)
 	cfg.M2.BootListen = ln.Addr().String()
 	srv, err := New(cfg, Options{Broker: newFakeBroker(), Storage: newStubStorage()})

@@ -1,4 +1,4 @@
-package smartproxy
+package e2e
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,8 +26,8 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/store"
 )
 
-// The real end-to-end tests (real_e2e_test.go) run the same in-process
-// appliance as e2e_test.go, but with real ends: IPMI to ipmi_sim BMCs whose
+// The real end-to-end tests (real_test.go) run the same in-process
+// appliance as rig_test.go, but with real ends: IPMI to ipmi_sim BMCs whose
 // power is a qemu process, and, for storage, a real tgtd.
 
 // simPower is embedded.NodePower over real IPMI to simulated BMCs, by node
@@ -193,26 +192,6 @@ func waitPower(t *testing.T, s *bmctest.Sim, on bool) {
 	if err := s.WaitPower(ctx, on); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// check is expect that lets the test go on: for a refusal whose absence
-// must not hide what the rest of the test proves.
-func check(t *testing.T, what string, status int, body string, wantStatus int, want string) {
-	t.Helper()
-	if status != wantStatus || !strings.Contains(body, want) {
-		t.Errorf("%s: %d %q, want %d containing %q", what, status, redactScript(body), wantStatus, want)
-	}
-}
-
-// redactScript hides the CHAP secret of a boot script answered by mistake.
-func redactScript(s string) string {
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, "set password ") {
-			lines[i] = "set password <redacted>"
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 // tenantBMCAddress is node's tenant-facing BMC address: the :host its

@@ -1,4 +1,4 @@
-package smartproxy
+package e2e
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/client"
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // BenchmarkPowerStatus measures Foreman's power-status read, GET
@@ -23,7 +24,7 @@ import (
 // same read straight from the broker, for the proxy's share. It reports
 // requests per second and p50/p99 latency:
 //
-//	go test -run '^$' -bench PowerStatus -benchtime 10s -cpu 1,2,4 ./appliance/smartproxy/
+//	go test -run '^$' -bench PowerStatus -benchtime 10s -cpu 1,2,4 ./e2e/
 func BenchmarkPowerStatus(b *testing.B) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
@@ -40,12 +41,9 @@ func BenchmarkPowerStatus(b *testing.B) {
 	}
 	a.clock.Set(t0)
 	a.reconcile()
-	token, err := readSecretFile(p.h.cfg.Broker.TokenFile)
-	if err != nil {
-		b.Fatal(err)
-	}
+	token := p.token
 	foreman := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024, TLSClientConfig: &tls.Config{
-		RootCAs: p.h.ca.pool(), Certificates: []tls.Certificate{p.h.ca.clientCert(b, foremanCN)}, MinVersion: tls.VersionTLS12}}}
+		RootCAs: p.ca.Pool(), Certificates: []tls.Certificate{p.ca.ClientCert(b, proxytest.ForemanCN)}, MinVersion: tls.VersionTLS12}}}
 	plain := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
 
 	for _, bc := range []struct {
@@ -55,8 +53,8 @@ func BenchmarkPowerStatus(b *testing.B) {
 		want string
 	}{
 		{"proxy", foreman, func() *http.Request {
-			r := foremanRequest(p.h.ts.URL, "GET", "/bmc/198.18.0.5/chassis/power/status", "")
-			r.SetBasicAuth("acme", bmcPass)
+			r := proxytest.ForemanRequest(p.url, "GET", "/bmc/198.18.0.5/chassis/power/status", "")
+			r.SetBasicAuth("acme", proxytest.BMCPassword)
 			return r
 		}, `{"action":"status","result":"off"}`},
 		{"broker", plain, func() *http.Request {

@@ -1,4 +1,4 @@
-package smartproxy
+package e2e
 
 import (
 	"context"
@@ -10,11 +10,12 @@ import (
 
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
 	"github.com/malleable-cloud/malleable/appliance/iscsi/iscsitest"
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 	"github.com/malleable-cloud/malleable/templates/boottest"
 )
 
 // These tests run the smart-proxy against the in-process appliance of
-// e2e_test.go with its real ends instead of stand-ins: BMCs are OpenIPMI
+// rig_test.go with its real ends instead of stand-ins: BMCs are OpenIPMI
 // ipmi_sim processes whose chassis power is a qemu process, driven over
 // IPMI 2.0 by appliance/bmc; disks are exported by a real tgtd and booted
 // by a qemu node through iPXE. They skip when those tools are missing,
@@ -33,7 +34,7 @@ func TestRealHandoverIPMI(t *testing.T) {
 	sim1 := bmctest.Start(t, bmctest.Options{})
 	sim2 := bmctest.Start(t, bmctest.Options{})
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
-	log := testLogger(t)
+	log := proxytest.Logger(t)
 	a := newRealAppliance(t, realConfig{start: t0.Add(-time.Minute), sims: map[string]*bmctest.Sim{"node-1": sim1, "node-2": sim2},
 		portal: "192.0.2.10:3260", targets: noTargets{}, log: log.With("side", "appliance")})
 	acme, globex := newTenantProxy(t, a, "acme", log), newTenantProxy(t, a, "globex", log)
@@ -126,7 +127,7 @@ func TestRealBootFromDisk(t *testing.T) {
 	sim2 := bmctest.Start(t, bmctest.Options{})
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
-	log := testLogger(t)
+	log := proxytest.Logger(t)
 	// The qemu node reaches the host's loopback, where tgtd listens, as
 	// 10.0.2.2.
 	a := newRealAppliance(t, realConfig{start: t0.Add(-time.Minute), sims: map[string]*bmctest.Sim{"node-1": sim1, "node-2": sim2},
