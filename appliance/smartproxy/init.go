@@ -97,6 +97,17 @@ func WriteInit(spec InitSpec) (Config, error) {
 	return cfg, nil
 }
 
+// INI returns the smartproxy.ini WriteInit would write for spec, naming
+// its files in spec.Dir, without writing anything: what onboarding mounts
+// into a tenant's smart-proxy container beside the files it issues itself.
+func INI(spec InitSpec) ([]byte, error) {
+	cfg, err := initConfig(spec)
+	if err != nil {
+		return nil, err
+	}
+	return renderINI(cfg, spec), nil
+}
+
 // InitDirFree returns an error wrapping ErrExists if a file WriteInit
 // writes is already in dir.
 func InitDirFree(dir string) error {

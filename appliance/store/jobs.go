@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
 // ErrJobRunning means a tenant already has a running job of another kind.
@@ -164,4 +165,59 @@ func (s *Store) SetTenantState(ctx context.Context, name string, state inventory
 		return fmt.Errorf("set state of tenant %s: %w", name, err)
 	}
 	return nil
+}
+
+// LeasedNodes returns the nodes tenant holds now or has a lease of that
+// has not ended by now, by name: the hosts its Foreman keeps.
+func (s *Store) LeasedNodes(ctx context.Context, tenant string, now time.Time) ([]inventory.Node, error) {
+	return collect(ctx, s, "list a tenant's leased nodes", scanNode, nodeQuery+`
+		WHERE n.id IN (SELECT h.node_id FROM node_holders h JOIN tenants t ON t.id = h.tenant_id WHERE t.name = ?)
+		   OR n.id IN (SELECT l.node_id FROM leases l JOIN tenants t ON t.id = l.tenant_id
+		               WHERE t.name = ? AND l.cancelled = 0 AND l.end_at > ?)
+		ORDER BY n.name`, tenant, tenant, ms(now))
+}
+
+// EndTenantLeases ends every lease of tenant that has not ended by now:
+// an active one ends now, a scheduled one is cancelled. It returns how
+// many it changed; the reconciler hands the nodes over.
+func (s *Store) EndTenantLeases(ctx context.Context, tenant string, now time.Time) (int, error) {
+	changed := 0
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT l.id FROM leases l JOIN tenants t ON t.id = l.tenant_id
+			WHERE t.name = ? AND l.cancelled = 0 AND l.end_at > ?`, tenant, ms(now))
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			l, err := getLease(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			out, err := lease.Cancel(l, now)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE leases SET end_at = ?, cancelled = ? WHERE id = ?`, ms(out.End), out.Cancelled, id); err != nil {
+				return err
+			}
+			changed++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("end %s's leases: %w", tenant, err)
+	}
+	return changed, nil
 }

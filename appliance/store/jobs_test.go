@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,5 +78,48 @@ func TestStartTenantJobIsOnePerTenant(t *testing.T) {
 	}
 	if list, _ := s.TenantJobs(ctx, "acme", 10); len(list) != 2 || list[0].ID != j2.ID {
 		t.Errorf("jobs newest first: %+v", list)
+	}
+}
+
+// A tenant's leased nodes are those with a lease not yet ended; ending its
+// leases leaves none, and leaves other tenants' alone.
+func TestLeasedNodesAndEndTenantLeases(t *testing.T) {
+	s, _ := inventoryStore(t)
+	ctx := context.Background()
+	seed(t, s,
+		span{node: "n1", tenant: "t1", start: now, end: hours(2)},
+		span{node: "n2", tenant: "t1", start: hours(5), end: hours(6)},
+		span{node: "n2", tenant: "t2", start: hours(1), end: hours(3)},
+		span{node: "n1", tenant: "t2", start: hours(3), end: hours(4), cancel: true},
+	)
+	names := func(tenant string, at time.Time) string {
+		ns, err := s.LeasedNodes(ctx, tenant, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	if got := names("t1", now); got != "n1,n2" {
+		t.Errorf("t1's nodes now: %q", got)
+	}
+	if got := names("t2", now); got != "n2" {
+		t.Errorf("t2's nodes now (its cancelled lease does not count): %q", got)
+	}
+	if got := names("t1", hours(7)); got != "" {
+		t.Errorf("t1's nodes after its leases: %q", got)
+	}
+	n, err := s.EndTenantLeases(ctx, "t1", now.Add(time.Minute))
+	if err != nil || n != 2 {
+		t.Fatalf("EndTenantLeases = %d, %v; want 2", n, err)
+	}
+	if got := names("t1", now.Add(time.Minute)); got != "" {
+		t.Errorf("t1's nodes after ending its leases: %q", got)
+	}
+	if got := names("t2", now.Add(time.Minute)); got != "n2" {
+		t.Errorf("t2's nodes after t1's end: %q", got)
 	}
 }

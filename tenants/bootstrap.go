@@ -1,0 +1,207 @@
+package tenants
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/inventory"
+	"github.com/malleable-cloud/malleable/appliance/secrets"
+	"github.com/malleable-cloud/malleable/templates"
+)
+
+// Host is a node as its tenant's Foreman holds it: its MAC and its IPMI
+// BMC interface at the node's tenant-facing address, with the smart-proxy's
+// virtual credentials.
+type Host struct {
+	Name, MAC              string
+	BMCAddress             string
+	BMCUser, BMCPassword   string
+	Organization, Location string
+	SubnetID               int
+}
+
+// ForemanAPI is what onboarding asks of a tenant's Foreman
+// (appliance/foreman). Every call is idempotent.
+type ForemanAPI interface {
+	WaitReady(ctx context.Context) error
+	// Personalise sets the tenant's own administrator password,
+	// organisation and location on a Foreman made from the template.
+	Personalise(ctx context.Context, seedPassword, password, org, loc string) error
+	RegisterProxy(ctx context.Context, name, url string) (id int, err error)
+	EnsureBMCSubnet(ctx context.Context, name string, network netip.Prefix, proxyID int, org, loc string) (id int, err error)
+	EnsureHost(ctx context.Context, h Host) error
+	RemoveHost(ctx context.Context, name string) error
+	EnsureTemplate(ctx context.Context, name, body string) error
+}
+
+// The organisation and location a tenant's Foreman is set up with.
+const (
+	TenantLocation = "Malleable"
+	templateName   = "Malleable M2 SAN boot"
+	bmcSubnetName  = "malleable-bmc"
+	adminUser      = "admin"
+)
+
+// proxyName is the smart-proxy's name in its tenant's Foreman.
+func proxyName(tenant string) string { return "malleable-" + tenant }
+
+// bootstrap makes the tenant's Foreman its own and ready: its password,
+// organisation and location, the smart-proxy registered over mTLS, the
+// BMC subnet through that proxy, the SAN-boot template, and a host for
+// every node the tenant holds or has leased ahead.
+func (o *onboarding) bootstrap(ctx context.Context) (string, error) {
+	password := string(o.sec[secretAdminPassword])
+	fc := o.Foreman(o.foreman.URL, adminUser, password)
+	if err := fc.WaitReady(ctx); err != nil {
+		return "", err
+	}
+	if err := fc.Personalise(ctx, o.foreman.SeedPassword, password, o.tenant, TenantLocation); err != nil {
+		return "", fmt.Errorf("personalise Foreman: %w", err)
+	}
+	id, err := fc.RegisterProxy(ctx, proxyName(o.tenant), "https://"+o.proxyFQDN(o.tenant)+":"+proxyPort)
+	if err != nil {
+		return "", fmt.Errorf("register the smart-proxy: %w", err)
+	}
+	subnet, err := fc.EnsureBMCSubnet(ctx, bmcSubnetName, o.BMCRange, id, o.tenant, TenantLocation)
+	if err != nil {
+		return "", fmt.Errorf("BMC subnet: %w", err)
+	}
+	if err := fc.EnsureTemplate(ctx, templateName, templates.ForemanSANBoot()); err != nil {
+		return "", fmt.Errorf("SAN-boot template: %w", err)
+	}
+	nodes, err := o.Store.LeasedNodes(ctx, o.tenant, o.now())
+	if err != nil {
+		return "", err
+	}
+	for _, n := range nodes {
+		if err := fc.EnsureHost(ctx, o.host(n, subnet)); err != nil {
+			return "", fmt.Errorf("host %s: %w", n.Name, err)
+		}
+	}
+	return fmt.Sprintf("proxy %d registered, %d hosts", id, len(nodes)), nil
+}
+
+// host is node as the tenant's Foreman holds it.
+func (o *onboarding) host(n inventory.Node, subnet int) Host {
+	mac := ""
+	if len(n.MACs) > 0 {
+		mac = n.MACs[0]
+	}
+	return Host{Name: n.Name, MAC: mac, BMCAddress: n.TenantBMCAddress, BMCUser: o.tenant,
+		BMCPassword: string(o.sec[secretBMCPassword]), Organization: o.tenant, Location: TenantLocation, SubnetID: subnet}
+}
+
+// validFor reports whether a PEM certificate is still valid at t.
+func validFor(certPEM []byte, t time.Time) bool {
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return false
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	return err == nil && t.Before(c.NotAfter)
+}
+
+// serialOf is a PEM certificate's serial as the CA names it.
+func serialOf(certPEM []byte) (string, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return "", errors.New("not a PEM certificate")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(c.SerialNumber.Text(16)), nil
+}
+
+// offboarding is one run of an offboarding job.
+type offboarding struct {
+	*Plan
+	tenant string
+	opts   OffboardOptions
+}
+
+func (o *offboarding) steps() []Step {
+	return []Step{
+		{"leases", o.leases},
+		{"smart-proxy", func(ctx context.Context) (string, error) {
+			return "removed", errors.Join(o.Runtime.RemoveProxy(ctx, o.tenant), o.Broker.Close(o.tenant))
+		}},
+		{"foreman", func(ctx context.Context) (string, error) { return "removed", o.Runtime.RemoveForeman(ctx, o.tenant) }},
+		{"database", func(ctx context.Context) (string, error) { return "dropped", o.Runtime.DropDatabase(ctx, o.tenant) }},
+		{"network", func(ctx context.Context) (string, error) { return "removed", o.Runtime.RemoveNetwork(ctx, o.tenant) }},
+		{"certificates", o.revoke},
+		{"disks", o.disks},
+		{"secrets", o.secrets},
+	}
+}
+
+// leases ends the tenant's leases now; the reconciler hands its nodes over.
+func (o *offboarding) leases(ctx context.Context) (string, error) {
+	if o.Leases == nil {
+		return "no leases to end", nil
+	}
+	n, err := o.Leases.EndTenantLeases(ctx, o.tenant, o.now())
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d leases ended", n), nil
+}
+
+func (o *offboarding) revoke(ctx context.Context) (string, error) {
+	revoked := 0
+	for _, name := range []string{secretProxyCert, secretForemanCert} {
+		cert, err := o.Secrets.Get(ctx, SecretPath(o.tenant, name))
+		if errors.Is(err, secrets.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		serial, err := serialOf(cert)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		if err := o.CA.Revoke(ctx, serial); err != nil {
+			return "", fmt.Errorf("revoke %s: %w", name, err)
+		}
+		if err := o.Secrets.Delete(ctx, SecretPath(o.tenant, name)); err != nil {
+			return "", err
+		}
+		revoked++
+	}
+	return fmt.Sprintf("%d revoked", revoked), nil
+}
+
+func (o *offboarding) disks(ctx context.Context) (string, error) {
+	if o.opts.KeepDisks || o.Disks == nil {
+		return "kept", nil
+	}
+	n, err := o.Disks.RemoveTenantDisks(ctx, o.tenant)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d deleted", n), nil
+}
+
+func (o *offboarding) secrets(ctx context.Context) (string, error) {
+	if o.opts.KeepSecrets {
+		return "kept", nil
+	}
+	paths, err := o.Secrets.List(ctx, "tenants/"+o.tenant+"/")
+	if err != nil {
+		return "", err
+	}
+	for _, p := range paths {
+		if err := o.Secrets.Delete(ctx, p); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("%d deleted", len(paths)), nil
+}
