@@ -26,8 +26,7 @@ const DefaultListen = "127.0.0.1:8780"
 var ExampleINI []byte
 
 // Config is the whole appliance configuration, one field per INI section.
-// Later capabilities add sections here ([reconcile], [docker], [vault],
-// [hil], [m2], [foreman]); an unknown section or key is an error.
+// An unknown section or key is an error.
 type Config struct {
 	Appliance ApplianceConfig `ini:"appliance"`
 	Store     StoreConfig     `ini:"store"`
@@ -40,6 +39,53 @@ type Config struct {
 	Broker    BrokerConfig    `ini:"broker"`
 	Nodes     NodesConfig     `ini:"nodes"`
 	M2        M2Config        `ini:"m2"`
+	Tenants   TenantsConfig   `ini:"tenants"`
+	Vault     VaultConfig     `ini:"vault"`
+}
+
+// TenantsConfig is the [tenants] section: onboarding each tenant's own
+// Foreman, database and smart-proxy as containers.
+type TenantsConfig struct {
+	// Runtime is "none" (tenants are records only; their Foremans are
+	// run elsewhere) or "docker" (onboarding runs their containers).
+	Runtime string `ini:"runtime"`
+	// DockerHost is the Docker engine's address; the environment's
+	// (DOCKER_HOST, else the local socket) when empty.
+	DockerHost string `ini:"docker_host"`
+	// ForemanImage runs each tenant's Foreman.
+	ForemanImage string `ini:"foreman_image"`
+	// PostgresImage runs the one PostgreSQL that holds every tenant's
+	// Foreman database.
+	PostgresImage string `ini:"postgres_image"`
+	// Domain names tenants' containers: foreman.<tenant>.<domain>.
+	Domain string `ini:"domain"`
+	// BrokerPort is where each tenant's smart-proxy reaches the broker,
+	// on the appliance's address on the tenant's network.
+	BrokerPort int `ini:"broker_port"`
+	// StepTimeout bounds each step of an onboarding or offboarding.
+	StepTimeout time.Duration `ini:"step_timeout"`
+}
+
+// VaultConfig is the [vault] section: HashiCorp Vault keeps the secrets and
+// issues the certificates. Without an address, the embedded encrypted
+// store and an embedded CA do.
+type VaultConfig struct {
+	// Address is Vault's URL, such as https://vault.example:8200.
+	Address string `ini:"address"`
+	// TokenFile holds a Vault token; or RoleID and SecretIDFile log in
+	// with AppRole. The token is renewed while the appliance runs.
+	TokenFile    string `ini:"token_file"`
+	RoleID       string `ini:"role_id"`
+	SecretIDFile string `ini:"secret_id_file"`
+	// KVMount is the KV v2 mount, Root the prefix of every secret in it.
+	KVMount string `ini:"kv_mount"`
+	Root    string `ini:"root"`
+	// PKIMount is the PKI secrets engine issuing tenants' certificates.
+	PKIMount string `ini:"pki_mount"`
+	// CAFile verifies Vault's TLS certificate; the system's roots when empty.
+	CAFile string `ini:"ca_file"`
+	// Timeout bounds each call to Vault.
+	Timeout time.Duration `ini:"timeout"`
 }
 
 // NodesConfig is the [nodes] section: what the appliance gives each node.
@@ -212,6 +258,9 @@ func DefaultConfig(dataDir string) Config {
 		M2: M2Config{Enabled: true, Listen: "127.0.0.1:8781", IQNPrefix: "iqn.2026-11.io.malleable",
 			Portal: "127.0.0.1:3260", Tgtd: "supervise", TgtdControlPort: 7,
 			TransferTimeout: time.Hour, OperationTimeout: time.Hour},
+		Tenants: TenantsConfig{Runtime: "none", ForemanImage: "quay.io/foreman/foreman:3.12", PostgresImage: "postgres:15",
+			Domain: "malleable.internal", BrokerPort: 8782, StepTimeout: 10 * time.Minute},
+		Vault: VaultConfig{KVMount: "secret", Root: "malleable", PKIMount: "pki", Timeout: 10 * time.Second},
 	}
 }
 

@@ -58,8 +58,17 @@ func TestParseConfig(t *testing.T) {
 			errs: []string{"appliance.listen_port: unknown key", "leases.max_duration: \"3 weeks\" is not a duration", "appliance.listen: \"not an address\" is not host:port"},
 		},
 		"unknown section": {
+			ini:  "[docker]\nhost = unix:///run/docker.sock\n",
+			errs: []string{"[docker]: unknown section"},
+		},
+		"vault without a credential": {
 			ini:  "[vault]\naddress = http://127.0.0.1:8200\n",
-			errs: []string{"[vault]: unknown section"},
+			errs: []string{"vault.token_file: set either token_file or role_id"},
+		},
+		"tenants": {
+			ini: "[tenants]\nruntime = podman\nforeman_image = Foreman!\ndomain = local\nbroker_port = 0\nstep_timeout = 1s\n",
+			errs: []string{"tenants.runtime: \"podman\" is not none or docker", "tenants.foreman_image: \"Foreman!\" is not an image reference",
+				"tenants.domain: \"local\" is not a DNS domain", "tenants.broker_port: 0 is not a port", "tenants.step_timeout: 1s is not between"},
 		},
 		"key outside a section": {
 			ini:  "listen = 1.2.3.4:5\n",

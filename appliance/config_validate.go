@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"fmt"
+	"net/url"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -28,6 +29,8 @@ func (c *Config) Validate() error {
 	c.Nodes.check(&p)
 	c.M2.check(&p)
 	c.Leases.check(&p)
+	c.Tenants.check(&p)
+	c.Vault.check(&p)
 	if len(p) > 0 {
 		return &ConfigError{Problems: p}
 	}
@@ -222,5 +225,50 @@ func (l *LeasesConfig) check(p *problems) {
 	}
 	if l.MaxAdvance <= 0 {
 		p.bad("leases.max_advance", "%s must be positive", l.MaxAdvance)
+	}
+}
+
+var domainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$`)
+
+var imageRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$`)
+
+func (t *TenantsConfig) check(p *problems) {
+	if t.Runtime != "none" && t.Runtime != "docker" {
+		p.bad("tenants.runtime", "%q is not none or docker", t.Runtime)
+	}
+	if t.DockerHost != "" && !strings.HasPrefix(t.DockerHost, "unix:///") && !strings.HasPrefix(t.DockerHost, "tcp://") {
+		p.bad("tenants.docker_host", "%q is not unix:///path or tcp://host:port", t.DockerHost)
+	}
+	for key, img := range map[string]string{"tenants.foreman_image": t.ForemanImage, "tenants.postgres_image": t.PostgresImage} {
+		if len(img) > 255 || !imageRE.MatchString(img) {
+			p.bad(key, "%q is not an image reference such as quay.io/foreman/foreman:3.12", img)
+		}
+	}
+	if len(t.Domain) > 100 || !domainRE.MatchString(t.Domain) {
+		p.bad("tenants.domain", "%q is not a DNS domain such as malleable.internal", t.Domain)
+	}
+	if t.BrokerPort < 1 || t.BrokerPort > 65535 {
+		p.bad("tenants.broker_port", "%d is not a port", t.BrokerPort)
+	}
+	if t.StepTimeout < 10*time.Second || t.StepTimeout > 2*time.Hour {
+		p.bad("tenants.step_timeout", "%s is not between 10s and 2h", t.StepTimeout)
+	}
+}
+
+func (v *VaultConfig) check(p *problems) {
+	if v.Address == "" {
+		return
+	}
+	if u, err := url.Parse(v.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.bad("vault.address", "%q is not http(s)://host:port", v.Address)
+	}
+	if (v.TokenFile == "") == (v.RoleID == "") {
+		p.bad("vault.token_file", "set either token_file or role_id (with secret_id_file)")
+	}
+	if v.RoleID != "" && v.SecretIDFile == "" {
+		p.bad("vault.secret_id_file", "role_id needs secret_id_file")
+	}
+	if v.Timeout < time.Second || v.Timeout > 5*time.Minute {
+		p.bad("vault.timeout", "%s is not between 1s and 5m", v.Timeout)
 	}
 }
