@@ -47,6 +47,7 @@ type API struct {
 	checker    NodeChecker
 	reconciler *reconcile.Reconciler
 	power      *power.Plane
+	tenants    TenantService
 	rs         httpx.Responder
 	audits     audit.Recorder
 }
@@ -71,12 +72,15 @@ type Config struct {
 	Reconciler *reconcile.Reconciler
 	// Power drives nodes for admins; the power routes answer 503 without.
 	Power *power.Plane
+	// Tenants onboards tenants; nil when [tenants] runtime = none (a new
+	// tenant is then a record only, and the onboarding routes answer 503).
+	Tenants TenantService
 }
 
 // New returns the admin API.
 func New(c Config) *API {
 	a := &API{store: c.Store, limits: c.Limits, token: c.Token, log: c.Logger, now: c.Now, reg: c.Registry,
-		secrets: c.Secrets, checker: c.Checker, reconciler: c.Reconciler, power: c.Power}
+		secrets: c.Secrets, checker: c.Checker, reconciler: c.Reconciler, power: c.Power, tenants: c.Tenants}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -120,6 +124,7 @@ func (a *API) Router() *mux.Router {
 	v1.Handle("/tenants", a.rs.Handle(a.createTenant)).Methods(http.MethodPost)
 	v1.Handle("/tenants/{name}", a.rs.Handle(a.getTenant)).Methods(http.MethodGet)
 	v1.Handle("/tenants/{name}", a.rs.Handle(a.deleteTenant)).Methods(http.MethodDelete)
+	a.tenantRoutes(v1)
 	v1.Handle("/leases", a.rs.Handle(a.listLeases)).Methods(http.MethodGet)
 	v1.Handle("/leases", a.rs.Handle(a.createLease)).Methods(http.MethodPost)
 	v1.Handle("/leases/{id}", a.rs.Handle(a.getLease)).Methods(http.MethodGet)
