@@ -248,7 +248,7 @@ func (a *Authority) ensureMount(ctx context.Context) error {
 	case time.Duration(m.Config.MaxLeaseTTL)*time.Second < pki.CAValidity:
 		a.c.log.Info("vault: raising the pki mount's max TTL", "mount", a.mount, "max_ttl", maxTTL)
 		return a.c.call(ctx, func(ctx context.Context) error {
-			return a.c.api.Sys().TuneMountWithContext(ctx, a.mount, api.MountConfigInput{MaxLeaseTTL: maxTTL})
+			return a.c.api.Sys().TuneMountAllowNilWithContext(ctx, a.mount, api.TuneMountConfigInput{MaxLeaseTTL: &maxTTL})
 		})
 	}
 	return nil
