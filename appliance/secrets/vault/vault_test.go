@@ -381,3 +381,69 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestTenantPolicy: a token holding only tenant acme's policy reads acme's
+// secrets and issues through acme's role, and is refused initech's.
+func TestTenantPolicy(t *testing.T) {
+	srv := vaulttest.Start(t)
+	admin := connect(t, srv, Config{})
+	ctx := t.Context()
+	if _, err := admin.TenantPolicy("Bad/../x"); err == nil {
+		t.Errorf("policy for an invalid tenant name")
+	}
+	s := admin.Store()
+	for _, p := range []string{"tenants/acme/foreman-admin", "tenants/initech/foreman-admin"} {
+		if err := s.Put(ctx, p, []byte("pw")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []pki.Request{
+		{Tenant: "acme", CommonName: "proxy.acme.test", Usage: pki.ServerAuth},
+		{Tenant: "initech", CommonName: "proxy.initech.test", Usage: pki.ServerAuth},
+	} {
+		if _, err := admin.Authority().Issue(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := admin.PutTenantPolicy(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := admin.api.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
+		Policies: []string{"tenant-acme"}, NoDefaultPolicy: true, TTL: "10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A lookup-self is outside the policy, so log in as the tenant by
+	// hand rather than through Connect.
+	tenant := &Client{cfg: admin.cfg, api: mustClone(t, admin.api), log: admin.log}
+	tenant.api.SetToken(tok.Auth.ClientToken)
+	ts := tenant.Store()
+	if _, err := ts.Get(ctx, "tenants/acme/foreman-admin"); err != nil {
+		t.Errorf("acme reads its own secret: %v", err)
+	}
+	if _, err := ts.Get(ctx, "tenants/initech/foreman-admin"); !errors.Is(err, ErrPermissionDenied) {
+		t.Errorf("acme reads initech's secret: %v, want ErrPermissionDenied", err)
+	}
+	if err := ts.Put(ctx, "tenants/acme/foreman-admin", []byte("x")); !errors.Is(err, ErrPermissionDenied) {
+		t.Errorf("acme writes: %v, want ErrPermissionDenied", err)
+	}
+	issue := func(role, cn string) error {
+		_, err := tenant.api.Logical().WriteWithContext(ctx, "pki/issue/"+role, map[string]any{"common_name": cn})
+		return tenant.classify(ctx, err)
+	}
+	if err := issue("tenant-acme", "proxy.acme.test"); err != nil {
+		t.Errorf("acme issues through its role: %v", err)
+	}
+	if err := issue("tenant-initech", "proxy.initech.test"); !errors.Is(err, ErrPermissionDenied) {
+		t.Errorf("acme issues through initech's role: %v, want ErrPermissionDenied", err)
+	}
+}
+
+func mustClone(t *testing.T, c *api.Client) *api.Client {
+	t.Helper()
+	cl, err := c.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
