@@ -194,7 +194,10 @@ func NormalizeSerial(serial string) (string, error) {
 	if len(s)%2 == 1 {
 		s = "0" + s
 	}
-	return strings.TrimPrefix(s, "00"), nil
+	for len(s) > 2 && strings.HasPrefix(s, "00") {
+		s = s[2:] // a serial's bytes never start with a zero byte
+	}
+	return s, nil
 }
 
 // validateHostname accepts a DNS hostname: dot-separated labels of 1-63
