@@ -1,9 +1,9 @@
 // Package secrets keeps the appliance's secrets — BMC credentials, Foreman
 // admin passwords, CHAP secrets, certificates — behind one small contract,
 // Store. FileStore is the embedded implementation (one AES-256-GCM encrypted
-// file); Memory is an in-memory one for tests of other packages. A Vault KV v2
-// implementation arrives with tenant onboarding behind the same contract, and
-// the contract suite in secretstest runs against all of them.
+// file); Memory is an in-memory one for tests of other packages; the Vault KV
+// v2 implementation is in the vault subpackage. The contract suite in
+// secretstest runs against all of them.
 //
 // Secret values never appear in errors or logs; paths do, because they are
 // names, not secrets.

@@ -1,22 +1,20 @@
 package smartproxy
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"context"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/pki"
+	"github.com/malleable-cloud/malleable/appliance/secrets"
 )
 
 // InitSpec is what `malleable smart-proxy init` writes a ready proxy
@@ -51,8 +49,8 @@ var InitFiles = []string{"smartproxy.ini", "broker.token", "bmc.password", "ca.c
 // ErrExists is returned by WriteInit when a file it would write exists.
 var ErrExists = errors.New("file exists")
 
-// certValidity bounds the certificates init issues.
-const certValidity = 825 * 24 * time.Hour
+// certValidity is the validity of the certificates init issues.
+const certValidity = pki.MaxTTL
 
 // WriteInit writes a ready smart-proxy directory: the INI, the tenant's
 // broker token and a fresh virtual BMC password (0600), a CA (its key is
@@ -208,81 +206,33 @@ func writeAtomic(path string, f modeFile) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// issueTLS makes a CA and the two certificates it signs.
+// issueTLS makes a CA and the two certificates it signs, with pki.Local
+// over a store in memory: the CA's key is dropped with it.
 func issueTLS(spec InitSpec) (map[string]modeFile, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	start := spec.Now.Add(-time.Hour) // clock skew between this host and Foreman's
-	caTmpl := &x509.Certificate{
-		Subject:   pkix.Name{CommonName: "Malleable smart-proxy CA for " + spec.Tenant},
-		NotBefore: start, NotAfter: start.Add(certValidity),
-		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, caCert, err := sign(caTmpl, nil, caKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("make the CA: %w", err)
-	}
-	server := &x509.Certificate{
-		Subject:   pkix.Name{CommonName: spec.Hosts[0]},
-		NotBefore: start, NotAfter: start.Add(certValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	// The store is in memory: nothing here waits on I/O.
+	ctx := context.Background()
+	ca := pki.NewLocal(secrets.NewMemory(), func() time.Time { return spec.Now })
+	server := pki.Request{Tenant: spec.Tenant, CommonName: spec.Hosts[0], Usage: pki.ServerAuth, TTL: certValidity}
 	for _, h := range spec.Hosts {
 		if ip := net.ParseIP(h); ip != nil {
-			server.IPAddresses = append(server.IPAddresses, ip)
+			server.IPs = append(server.IPs, ip)
 		} else {
 			server.DNSNames = append(server.DNSNames, h)
 		}
 	}
-	client := &x509.Certificate{
-		Subject:   pkix.Name{CommonName: strings.ToLower(spec.ForemanCN)},
-		NotBefore: start, NotAfter: start.Add(certValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	client := pki.Request{Tenant: spec.Tenant, CommonName: strings.ToLower(spec.ForemanCN), Usage: pki.ClientAuth, TTL: certValidity}
+	caPEM, err := ca.CA(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("make the CA: %w", err)
 	}
-	out := map[string]modeFile{"ca.crt": {pemCert(caDER), 0o644}}
-	for name, tmpl := range map[string]*x509.Certificate{"proxy": server, "foreman": client} {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, _, err := sign(tmpl, caCert, key, caKey)
+	out := map[string]modeFile{"ca.crt": {caPEM, 0o644}}
+	for name, req := range map[string]pki.Request{"proxy": server, "foreman": client} {
+		c, err := ca.Issue(ctx, req)
 		if err != nil {
 			return nil, fmt.Errorf("issue %s's certificate: %w", name, err)
 		}
-		kder, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, err
-		}
-		out[name+".crt"] = modeFile{pemCert(der), 0o644}
-		out[name+".key"] = modeFile{pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600}
+		out[name+".crt"] = modeFile{c.CertPEM, 0o644}
+		out[name+".key"] = modeFile{c.KeyPEM, 0o600}
 	}
 	return out, nil
-}
-
-// sign issues tmpl for key's public half, signed by parent (self-signed
-// when nil) with signer.
-func sign(tmpl, parent *x509.Certificate, key, signer *ecdsa.PrivateKey) ([]byte, *x509.Certificate, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl.SerialNumber = serial
-	if parent == nil {
-		parent = tmpl
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		return nil, nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return der, cert, err
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
