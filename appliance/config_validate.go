@@ -2,8 +2,8 @@ package appliance
 
 import (
 	"fmt"
-	"net/url"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"

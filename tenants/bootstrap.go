@@ -124,7 +124,7 @@ func serialOf(certPEM []byte) (string, error) {
 type offboarding struct {
 	*Plan
 	tenant string
-	opts   OffboardOptions
+	opts   inventory.OffboardOptions
 }
 
 func (o *offboarding) steps() []Step {

@@ -17,15 +17,6 @@ var (
 	OffboardSteps = []string{"leases", "smart-proxy", "foreman", "database", "network", "certificates", "disks", "secrets"}
 )
 
-// OffboardOptions say what an offboarding keeps.
-type OffboardOptions struct {
-	// KeepSecrets keeps the tenant's secrets (Foreman's admin password,
-	// database password, encryption key): onboarding it again finds them.
-	KeepSecrets bool `json:"keep_secrets,omitempty"`
-	// KeepDisks keeps the tenant's M2 disks and snapshots.
-	KeepDisks bool `json:"keep_disks,omitempty"`
-}
-
 // Network is a tenant's private network as the runtime made it.
 type Network struct {
 	ID string
@@ -116,7 +107,7 @@ func (p *Plan) Steps(tenant string, kind inventory.JobKind, options string) ([]S
 		o := &onboarding{Plan: p, tenant: tenant, log: p.Log.With("tenant", tenant)}
 		return o.steps(), nil
 	case inventory.JobOffboard:
-		var opts OffboardOptions
+		var opts inventory.OffboardOptions
 		if options != "" && options != "null" {
 			if err := json.Unmarshal([]byte(options), &opts); err != nil {
 				return nil, fmt.Errorf("offboard options: %w", err)

@@ -34,45 +34,37 @@ func (s *Service) Onboard(ctx context.Context, tenant string) (inventory.TenantJ
 }
 
 // Offboard starts, or finds running, the tenant's offboarding.
-func (s *Service) Offboard(ctx context.Context, tenant string, opts OffboardOptions) (inventory.TenantJob, error) {
+func (s *Service) Offboard(ctx context.Context, tenant string, opts inventory.OffboardOptions) (inventory.TenantJob, error) {
 	if s.Plan.Runtime == nil {
 		return inventory.TenantJob{}, errNoRuntime
 	}
 	return s.Jobs.Start(ctx, tenant, inventory.JobOffboard, opts)
 }
 
-// Credentials is a tenant's Foreman login.
-type Credentials struct {
-	Tenant   string `json:"tenant"`
-	URL      string `json:"foreman_url"`
-	Username string `json:"username"`
-	Password string `json:"password"`
-}
-
 // Credentials returns the tenant's Foreman login, once: a second call is
 // ErrShown, so the password has been seen by whoever took it first.
-func (s *Service) Credentials(ctx context.Context, tenant string) (Credentials, error) {
+func (s *Service) Credentials(ctx context.Context, tenant string) (inventory.ForemanLogin, error) {
 	t, err := s.Plan.Store.GetTenant(ctx, tenant)
 	if err != nil {
-		return Credentials{}, err
+		return inventory.ForemanLogin{}, err
 	}
 	pw, err := s.Plan.Secrets.Get(ctx, SecretPath(tenant, secretAdminPassword))
 	if errors.Is(err, secrets.ErrNotFound) {
-		return Credentials{}, fmt.Errorf("%s: %w", tenant, ErrNotOnboarded)
+		return inventory.ForemanLogin{}, fmt.Errorf("%s: %w", tenant, ErrNotOnboarded)
 	}
 	if err != nil {
-		return Credentials{}, err
+		return inventory.ForemanLogin{}, err
 	}
 	s.shown.Lock()
 	defer s.shown.Unlock()
 	shown := SecretPath(tenant, "foreman/admin-password-shown")
 	if _, err := s.Plan.Secrets.Get(ctx, shown); err == nil {
-		return Credentials{}, fmt.Errorf("%s: %w", tenant, ErrShown)
+		return inventory.ForemanLogin{}, fmt.Errorf("%s: %w", tenant, ErrShown)
 	} else if !errors.Is(err, secrets.ErrNotFound) {
-		return Credentials{}, err
+		return inventory.ForemanLogin{}, err
 	}
 	if err := s.Plan.Secrets.Put(ctx, shown, []byte("1")); err != nil {
-		return Credentials{}, err
+		return inventory.ForemanLogin{}, err
 	}
-	return Credentials{Tenant: tenant, URL: t.ForemanURL, Username: adminUser, Password: string(pw)}, nil
+	return inventory.ForemanLogin{Tenant: tenant, URL: t.ForemanURL, Username: adminUser, Password: string(pw)}, nil
 }

@@ -131,7 +131,17 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusCreated, t)
+	out := wire.TenantCreated{Tenant: t}
+	// A tenant that brings no Foreman of its own gets one.
+	if a.tenants != nil && t.ForemanURL == "" {
+		job, err := a.tenants.Onboard(r.Context(), t.Name)
+		a.audit(r, "tenant.onboard", "tenant/"+t.Name, jobDetail(job), err)
+		if err != nil {
+			return err
+		}
+		out.Job, out.State = &job, inventory.TenantOnboarding
+	}
+	httpx.WriteJSON(w, http.StatusCreated, out)
 	return nil
 }
 

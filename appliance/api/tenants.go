@@ -17,11 +17,11 @@ import (
 // TenantService onboards and offboards tenants (tenants.Service).
 type TenantService interface {
 	Onboard(ctx context.Context, tenant string) (inventory.TenantJob, error)
-	Offboard(ctx context.Context, tenant string, opts tenants.OffboardOptions) (inventory.TenantJob, error)
-	Credentials(ctx context.Context, tenant string) (tenants.Credentials, error)
+	Offboard(ctx context.Context, tenant string, opts inventory.OffboardOptions) (inventory.TenantJob, error)
+	Credentials(ctx context.Context, tenant string) (inventory.ForemanLogin, error)
 }
 
-func (a *API) tenantRoutes(v1 *mux.Router) {
+func (a *API) tenantRoutes(v1 prefixed) {
 	v1.Handle("/tenants/{name}/onboard", a.rs.Handle(a.onboardTenant)).Methods(http.MethodPost)
 	v1.Handle("/tenants/{name}/offboard", a.rs.Handle(a.offboardTenant)).Methods(http.MethodPost)
 	v1.Handle("/tenants/{name}/jobs", a.rs.Handle(a.tenantJobs)).Methods(http.MethodGet)
@@ -58,7 +58,7 @@ func (a *API) offboardTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var opts tenants.OffboardOptions
+	var opts inventory.OffboardOptions
 	if err := httpx.DecodeJSON(w, r, &opts, 0); err != nil {
 		return err
 	}

@@ -121,10 +121,41 @@ func (c *Client) DeleteNode(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/api/v1/nodes/"+url.PathEscape(name), nil, nil)
 }
 
-// CreateTenant registers a tenant.
-func (c *Client) CreateTenant(ctx context.Context, t TenantSpec) (inventory.Tenant, error) {
-	var out inventory.Tenant
+// CreateTenant registers a tenant and, on an appliance that onboards
+// tenants, starts its onboarding (Job).
+func (c *Client) CreateTenant(ctx context.Context, t TenantSpec) (wire.TenantCreated, error) {
+	var out wire.TenantCreated
 	return out, c.do(ctx, http.MethodPost, "/api/v1/tenants", t, &out)
+}
+
+// Onboard starts a tenant's onboarding, or finds it running.
+func (c *Client) Onboard(ctx context.Context, name string) (inventory.TenantJob, error) {
+	var out inventory.TenantJob
+	return out, c.do(ctx, http.MethodPost, "/api/v1/tenants/"+url.PathEscape(name)+"/onboard", nil, &out)
+}
+
+// Offboard starts a tenant's offboarding, or finds it running.
+func (c *Client) Offboard(ctx context.Context, name string, opts inventory.OffboardOptions) (inventory.TenantJob, error) {
+	var out inventory.TenantJob
+	return out, c.do(ctx, http.MethodPost, "/api/v1/tenants/"+url.PathEscape(name)+"/offboard", opts, &out)
+}
+
+// TenantJobs lists a tenant's jobs, newest first, without their steps.
+func (c *Client) TenantJobs(ctx context.Context, name string) ([]inventory.TenantJob, error) {
+	var out []inventory.TenantJob
+	return out, c.do(ctx, http.MethodGet, "/api/v1/tenants/"+url.PathEscape(name)+"/jobs", nil, &out)
+}
+
+// TenantJob returns one of a tenant's jobs with its steps.
+func (c *Client) TenantJob(ctx context.Context, name string, id int64) (inventory.TenantJob, error) {
+	var out inventory.TenantJob
+	return out, c.do(ctx, http.MethodGet, "/api/v1/tenants/"+url.PathEscape(name)+"/jobs/"+strconv.FormatInt(id, 10), nil, &out)
+}
+
+// ForemanLogin returns the tenant's Foreman login; the appliance shows it once.
+func (c *Client) ForemanLogin(ctx context.Context, name string) (inventory.ForemanLogin, error) {
+	var out inventory.ForemanLogin
+	return out, c.do(ctx, http.MethodPost, "/api/v1/tenants/"+url.PathEscape(name)+"/credentials", nil, &out)
 }
 
 // Tenants lists the tenants.

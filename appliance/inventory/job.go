@@ -51,3 +51,20 @@ type JobStep struct {
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
+
+// OffboardOptions say what an offboarding keeps.
+type OffboardOptions struct {
+	// KeepSecrets keeps the tenant's secrets (Foreman's admin password,
+	// database password, encryption key): onboarding it again finds them.
+	KeepSecrets bool `json:"keep_secrets,omitempty"`
+	// KeepDisks keeps the tenant's M2 disks and snapshots.
+	KeepDisks bool `json:"keep_disks,omitempty"`
+}
+
+// ForemanLogin is a tenant's Foreman administrator login.
+type ForemanLogin struct {
+	Tenant   string `json:"tenant"`
+	URL      string `json:"foreman_url"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}

@@ -5,6 +5,7 @@
 package wire
 
 import (
+	"github.com/malleable-cloud/malleable/appliance/inventory"
 	"github.com/malleable-cloud/malleable/appliance/lease"
 	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 )
@@ -77,6 +78,13 @@ type Power struct {
 	Node   string `json:"node"`
 	Power  string `json:"power"`
 	Holder string `json:"holder"`
+}
+
+// TenantCreated is the answer to POST /api/v1/tenants: the tenant and,
+// when the appliance onboards tenants, the onboarding job it started.
+type TenantCreated struct {
+	inventory.Tenant
+	Job *inventory.TenantJob `json:"job,omitempty"`
 }
 
 // Holder is who holds a node now: a tenant, or "" when nobody does.
