@@ -147,4 +147,3 @@ func (f *Fixture) settingUpdate(w http.ResponseWriter, r *http.Request, body map
 	f.setting[name] = v
 	writeJSON(w, http.StatusOK, map[string]any{"name": name, "value": v, "id": name})
 }
-
