@@ -213,14 +213,14 @@ type HostSpec struct {
 // EnsureHost creates the host or updates the existing one of that name in
 // place (its interfaces keep their ids; nothing is duplicated).
 func (c *Client) EnsureHost(ctx context.Context, h HostSpec) (Host, error) {
-	if !validHostName(h.Name) {
-		return Host{}, fmt.Errorf("host name %q: want [a-z0-9][a-z0-9-]{0,62}", h.Name)
+	a := HostAttrs{Name: h.Name, MAC: h.MAC, BMCAddress: h.BMCAddress, BMCUser: h.BMCUser, BMCPassword: h.BMCPassword}
+	if _, err := a.body(); err != nil { // bad input changes nothing
+		return Host{}, err
 	}
 	p, err := c.place(ctx, Scope{h.Org, h.Loc})
 	if err != nil {
 		return Host{}, fmt.Errorf("ensure host %s: %w", h.Name, err)
 	}
-	a := HostAttrs{Name: h.Name, MAC: h.MAC, BMCAddress: h.BMCAddress, BMCUser: h.BMCUser, BMCPassword: h.BMCPassword}
 	if len(p.OrganizationIDs) > 0 {
 		a.OrganizationID = p.OrganizationIDs[0]
 	}
