@@ -120,6 +120,16 @@ func suite(t *testing.T, in *foremantest.Instance, proxy *proxyEnv) {
 			t.Errorf("messages = %q (error %q), want Foreman's full_messages", ae.Messages, err)
 		}
 		t.Logf("422 answer: %s", ae.Body)
+
+		_, err = admin.Host(ctx, 999999)
+		if !errors.Is(err, foreman.ErrNotFound) || !errors.As(err, &ae) ||
+			!slices.Equal(ae.Messages, []string{"Resource host not found by id '999999'"}) {
+			t.Errorf("read a host that does not exist: %v, want 404 with Foreman's message", err)
+		}
+		// Search is exact and case-sensitive.
+		if _, err := admin.FindTaxonomy(ctx, foreman.Organizations, strings.ToUpper(want.Organization)); !errors.Is(err, foreman.ErrNotFound) {
+			t.Errorf("find %q: %v, want ErrNotFound", strings.ToUpper(want.Organization), err)
+		}
 	})
 
 	var sp foreman.SmartProxy

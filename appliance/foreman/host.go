@@ -10,6 +10,11 @@ import (
 	"strings"
 )
 
+// ErrNoPower is returned by Power when Foreman cannot read a host's power
+// (state "na"): no BMC proxy for its subnet, no BMC credentials, or no
+// answer in time.
+var ErrNoPower = errors.New("foreman cannot read the power state")
+
 // isNotFound reports whether err is a 404 or a lookup that found nothing.
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
@@ -162,20 +167,27 @@ func (c *Client) DeleteHost(ctx context.Context, id int) error {
 }
 
 // Power asks Foreman for host id's power state, which Foreman reads
-// through the BMC smart-proxy of the BMC interface's subnet: "on", "off"
-// or Foreman's own word when it cannot tell.
+// through the BMC smart-proxy of the BMC interface's subnet: "on", "off",
+// or "na" when it cannot tell (Foreman answers 200 then, its reason in
+// statusText, returned in the error).
 func (c *Client) Power(ctx context.Context, id int) (string, error) {
 	var out struct {
-		State string `json:"state"`
+		State      string `json:"state"`
+		StatusText string `json:"statusText"`
 	}
 	if err := c.call(ctx, http.MethodGet, itemPath("hosts", id, "power"), nil, &out); err != nil {
 		return "", fmt.Errorf("read power of host %d: %w", id, err)
+	}
+	if out.State == "na" {
+		return out.State, fmt.Errorf("read power of host %d: %w: %s", id, ErrNoPower, out.StatusText)
 	}
 	return out.State, nil
 }
 
 // PowerActions are the actions SetPower takes.
-var PowerActions = []string{"on", "start", "off", "stop", "soft", "reboot", "cycle", "reset", "state", "status"}
+// Foreman 3.12 lists "start, stop, poweroff, reboot, reset, soft, cycle,
+// state, on, off, status, ready?" and answers 422 to any other.
+var PowerActions = []string{"on", "start", "off", "stop", "poweroff", "soft", "reboot", "cycle", "reset"}
 
 // SetPower sends a power action to host id through Foreman.
 func (c *Client) SetPower(ctx context.Context, id int, action string) error {

@@ -26,7 +26,8 @@ func jsonBody(v any) (io.Reader, error) {
 func wrap(singular string, attrs any) map[string]any { return map[string]any{singular: attrs} }
 
 // searchPath is an index path finding records whose field equals value
-// exactly, every record in one page.
+// (Foreman's search is exact and case-sensitive for `field="value"`), every
+// match in one page.
 func searchPath(collection, field, value string) string {
 	q := fmt.Sprintf("%s=%s", field, strconv.Quote(value))
 	return "/api/" + collection + "?per_page=all&search=" + url.QueryEscape(q)
@@ -56,12 +57,18 @@ func findOne[T any](ctx context.Context, c *Client, collection, field, value str
 	return zero, fmt.Errorf("find %s %q: %w", collection, value, ErrNotFound)
 }
 
-// list returns every record of collection.
+// listPage is the page size of list.
+const listPage = 1000
+
+// list returns every record of collection (at most listPage).
 func list[T any](ctx context.Context, c *Client, collection string) ([]T, error) {
 	var page struct {
 		Results []T `json:"results"`
 	}
-	if err := c.call(ctx, http.MethodGet, "/api/"+collection+"?per_page=all", nil, &page); err != nil {
+	// Not per_page=all: template_kinds answers it with no results (and
+	// the right total). listPage bounds what Malleable lists: taxonomies
+	// and template kinds, a handful each.
+	if err := c.call(ctx, http.MethodGet, "/api/"+collection+"?per_page="+strconv.Itoa(listPage), nil, &page); err != nil {
 		return nil, fmt.Errorf("list %s: %w", collection, err)
 	}
 	return page.Results, nil

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -88,8 +89,8 @@ func Start(tb testing.TB, opts Options) *Fixture {
 	f.users[f.id()] = &user{Login: "admin", Password: opts.AdminPassword, Admin: true}
 	f.taxa["organizations"][f.id()] = opts.Organization
 	f.taxa["locations"][f.id()] = opts.Location
-	for _, k := range []string{"PXELinux", "PXEGrub", "iPXE", "provision", "finish", "script", "user_data",
-		"ZTP", "POAP", "snippet", "cloud-init", "host_init_config", "registration", "PXEGrub2", "kexec"} {
+	for _, k := range []string{"PXELinux", "PXEGrub", "PXEGrub2", "iPXE", "provision", "finish", "script", "user_data",
+		"ZTP", "POAP", "cloud-init", "host_init_config", "registration", "kexec", "Bootdisk", "public"} {
 		f.kinds[f.id()] = k
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -135,15 +136,25 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// writeError answers Foreman's error layout: {"error": ...} laid out on
+// three lines, as api/v2/layouts/error_layout renders it.
+func writeError(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Foreman_api_version", "2")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "{\n  \"error\": %s\n}\n", b)
+}
+
 // errorMessage answers Foreman's {"error":{"message":...}}.
 func errorMessage(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]any{"message": msg}})
+	writeError(w, status, map[string]any{"message": msg})
 }
 
 // invalid answers a 422 as Foreman does: errors by attribute and their
 // full messages.
 func invalid(w http.ResponseWriter, id any, errs map[string][]string, full []string) {
-	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": map[string]any{"id": id, "errors": errs, "full_messages": full}})
+	writeError(w, http.StatusUnprocessableEntity, map[string]any{"id": id, "errors": errs, "full_messages": full})
 }
 
 // notFound answers Foreman's 404 for a record.
@@ -151,7 +162,8 @@ func notFound(w http.ResponseWriter, resource, id string) {
 	errorMessage(w, http.StatusNotFound, "Resource "+resource+" not found by id '"+id+"'")
 }
 
-// index answers a page holding every result.
+// index answers a page holding every result. Like Foreman, per_page=all
+// answers with per_page set to the total (not to the results' count).
 func index(w http.ResponseWriter, r *http.Request, total int, results []any) {
 	if results == nil {
 		results = []any{}
@@ -162,7 +174,7 @@ func index(w http.ResponseWriter, r *http.Request, total int, results []any) {
 		s = search
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"total": total, "subtotal": len(results), "page": 1,
-		"per_page": perPage(r, len(results)), "search": s, "sort": map[string]any{"by": nil, "order": nil}, "results": results})
+		"per_page": perPage(r, total), "search": s, "sort": map[string]any{"by": nil, "order": nil}, "results": results})
 }
 
 func perPage(r *http.Request, n int) any {
@@ -175,7 +187,8 @@ func perPage(r *http.Request, n int) any {
 }
 
 // searchTerm returns the value of a search `field="value"` (or
-// field=value), and whether the search names field.
+// field=value), and whether the search names field. Foreman's match is
+// exact and case-sensitive.
 func searchTerm(r *http.Request, field string) (string, bool) {
 	s := strings.TrimSpace(r.URL.Query().Get("search"))
 	if s == "" {

@@ -3,6 +3,7 @@ package foremantest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -40,7 +41,10 @@ func (f *Fixture) hostJSON(id int, full bool) map[string]any {
 		for _, n := range h.NICs {
 			nm := map[string]any{"id": n.ID, "type": n.Type, "identifier": nilStr(n.Identifier), "mac": nilStr(n.MAC),
 				"ip": nilStr(n.IP), "primary": n.Primary, "provision": n.Provision, "managed": n.Managed,
-				"subnet_id": nilID(n.Subnet), "name": h.Name}
+				"subnet_id": nilID(n.Subnet), "name": nil}
+			if n.Primary {
+				nm["name"] = h.Name
+			}
 			if n.Type == "bmc" {
 				nm["provider"], nm["username"] = n.Provider, n.Username
 			}
@@ -62,7 +66,7 @@ func (f *Fixture) hostIndex(w http.ResponseWriter, r *http.Request, _ map[string
 	want, filter := searchTerm(r, "name")
 	var out []any
 	for _, id := range sortedIDs(f.hosts) {
-		if !filter || strings.EqualFold(f.hosts[id].Name, want) {
+		if !filter || f.hosts[id].Name == want {
 			out = append(out, f.hostJSON(id, false))
 		}
 	}
@@ -201,7 +205,7 @@ func (f *Fixture) bmcCall(ctx context.Context, id int, method, action string) (m
 		}
 	}
 	if b == nil || b.Username == "" || b.Password == "" {
-		return nil, http.StatusUnprocessableEntity, fmt.Errorf("Power operations are not enabled on this host.")
+		return nil, 0, errNoBMCProxy
 	}
 	proxy := 0
 	if s, ok := f.subnets[b.Subnet]; ok && s.BMC != 0 {
@@ -217,7 +221,7 @@ func (f *Fixture) bmcCall(ctx context.Context, id int, method, action string) (m
 	}
 	p, ok := f.proxies[proxy]
 	if !ok {
-		return nil, http.StatusInternalServerError, fmt.Errorf("There are no BMC proxies that can reach this host")
+		return nil, 0, errNoBMCProxy
 	}
 	u := p.URL + "/bmc/" + url.PathEscape(b.IP) + "/chassis/power/" + action
 	var body io.Reader
@@ -260,6 +264,11 @@ func (f *Fixture) powerShow(w http.ResponseWriter, r *http.Request, _ map[string
 		return
 	}
 	out, status, err := f.bmcCall(r.Context(), id, http.MethodGet, "status")
+	if err == errNoBMCProxy {
+		writeJSON(w, http.StatusOK, map[string]any{"id": id, "statusText": "Failed to fetch power status: ERF88-9474 [Foreman::BMCFeatureException]: There is no proxy with BMC feature set up. Associate a BMC feature with a subnet.",
+			"state": "na", "title": "N/A"})
+		return
+	}
 	if err != nil {
 		errorMessage(w, status, err.Error())
 		return
@@ -272,9 +281,14 @@ func (f *Fixture) powerShow(w http.ResponseWriter, r *http.Request, _ map[string
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "state": state, "title": title})
 }
 
-// powerActions maps the API's power_action to the BMC proxy's action.
-var powerActions = map[string]string{"on": "on", "start": "on", "off": "off", "stop": "off", "soft": "soft",
-	"reboot": "soft", "cycle": "cycle", "reset": "cycle"}
+// errNoBMCProxy: the host has no BMC interface with credentials, or no
+// proxy with the BMC feature serves it.
+var errNoBMCProxy = errors.New("no BMC proxy")
+
+// powerActions maps the API's power_action to the BMC proxy's action
+// (reboot soft-shuts-down and reset power-cycles: Foreman bug #3073).
+var powerActions = map[string]string{"on": "on", "start": "on", "off": "off", "stop": "off", "poweroff": "off",
+	"soft": "soft", "reboot": "soft", "cycle": "cycle", "reset": "cycle"}
 
 func (f *Fixture) powerSet(w http.ResponseWriter, r *http.Request, body map[string]any) {
 	id := pathID(r)
@@ -285,7 +299,7 @@ func (f *Fixture) powerSet(w http.ResponseWriter, r *http.Request, body map[stri
 	a, _ := str(body, "power_action")
 	act, ok := powerActions[a]
 	if !ok {
-		errorMessage(w, http.StatusUnprocessableEntity, fmt.Sprintf("Unknown power action: available methods are %s", "on, start, off, stop, soft, reboot, cycle, reset, state, status"))
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "Unknown power action: available methods are start, stop, poweroff, reboot, reset, soft, cycle, state, on, off, status, ready?"})
 		return
 	}
 	out, status, err := f.bmcCall(r.Context(), id, http.MethodPut, act)
@@ -305,8 +319,11 @@ type template struct {
 
 func (f *Fixture) kindIndex(w http.ResponseWriter, r *http.Request, _ map[string]any) {
 	var out []any
-	for _, id := range sortedIDs(f.kinds) {
-		out = append(out, map[string]any{"id": id, "name": f.kinds[id]})
+	// Foreman 3.12 answers per_page=all here with the total and no results.
+	if r.URL.Query().Get("per_page") != "all" {
+		for _, id := range sortedIDs(f.kinds) {
+			out = append(out, map[string]any{"id": id, "name": f.kinds[id]})
+		}
 	}
 	index(w, r, len(f.kinds), out)
 }
@@ -325,7 +342,7 @@ func (f *Fixture) templateIndex(w http.ResponseWriter, r *http.Request, _ map[st
 	want, filter := searchTerm(r, "name")
 	var out []any
 	for _, id := range sortedIDs(f.tmpls) {
-		if !filter || strings.EqualFold(f.tmpls[id].Name, want) {
+		if !filter || f.tmpls[id].Name == want {
 			out = append(out, f.templateJSON(id, false))
 		}
 	}

@@ -3,6 +3,7 @@ package foremantest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 type smartProxy struct {
@@ -60,7 +62,7 @@ func (f *Fixture) proxyIndex(w http.ResponseWriter, r *http.Request, _ map[strin
 	want, filter := searchTerm(r, "name")
 	var out []any
 	for _, id := range sortedIDs(f.proxies) {
-		if !filter || strings.EqualFold(f.proxies[id].Name, want) {
+		if !filter || f.proxies[id].Name == want {
 			out = append(out, f.proxyJSON(id, false))
 		}
 	}
@@ -172,9 +174,15 @@ func (f *Fixture) proxySave(w http.ResponseWriter, r *http.Request, id int, p *s
 		f.mu.Unlock()
 		fs, err := f.features(r.Context(), p.URL)
 		f.mu.Lock()
-		if err != nil {
+		var pe proxyError
+		switch {
+		case errors.As(err, &pe):
+			for _, m := range pe {
+				add("base", m, m)
+			}
+		case err != nil:
 			add("base", err.Error(), err.Error())
-		} else {
+		default:
 			p.Features = fs
 		}
 	}
@@ -195,13 +203,20 @@ func (f *Fixture) features(ctx context.Context, base string) ([]feature, error) 
 	req.Header.Set("Accept", "application/json")
 	resp, err := f.proxy.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("Unable to communicate with the proxy: ERF12-2530 [ProxyAPI::ProxyException]: Unable to detect features ([%T]: %v) for Capsule %s/v2/features Please check the proxy is configured and running on the host.", err, err, base)
+		var cause string
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			host := req.URL.Host
+			cause = fmt.Sprintf("[Errno::ECONNREFUSED]: Failed to open TCP connection to %s (Connection refused - connect(2) for %s)", host, host)
+		} else {
+			cause = fmt.Sprintf("[%T]: %v", err, err)
+		}
+		return nil, unreachable(cause, base)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("Unable to communicate with the proxy: ERF12-2530 [ProxyAPI::ProxyException]: Unable to detect features ([RestClient::%s]: %d %s) for Capsule %s/v2/features Please check the proxy is configured and running on the host.",
-			strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", ""), resp.StatusCode, http.StatusText(resp.StatusCode), base)
+		return nil, unreachable(fmt.Sprintf("[RestClient::%s]: %d %s", strings.ReplaceAll(http.StatusText(resp.StatusCode), " ", ""),
+			resp.StatusCode, http.StatusText(resp.StatusCode)), base)
 	}
 	var v2 map[string]struct {
 		State        string   `json:"state"`
@@ -236,6 +251,18 @@ func (f *Fixture) features(ctx context.Context, base string) ([]feature, error) 
 	return fs, nil
 }
 
+// proxyError is a refusal of a proxy registration: Foreman's messages.
+type proxyError []string
+
+func (e proxyError) Error() string { return strings.Join(e, " ") }
+
+// unreachable is Foreman's refusal of a proxy whose features it could
+// not read: two full messages, as Foreman 3.12 answered here.
+func unreachable(cause, base string) error {
+	return proxyError{fmt.Sprintf("Unable to communicate with the proxy: ERF12-2530 [ProxyAPI::ProxyException]: Unable to detect features (%s) for proxy %s/v2/features", cause, base),
+		"Please check the proxy is configured and running on the host."}
+}
+
 type subnet struct {
 	Name, Network, Mask string
 	BMC                 int
@@ -248,7 +275,7 @@ func (f *Fixture) subnetJSON(id int) map[string]any {
 	if p, ok := f.proxies[s.BMC]; ok {
 		bmcID, bmcName = s.BMC, p.Name
 	}
-	return map[string]any{"id": id, "name": s.Name, "network": s.Network, "mask": s.Mask,
+	return map[string]any{"id": id, "name": s.Name, "network": s.Network, "mask": s.Mask, "cidr": maskBits(s.Mask),
 		"network_address": s.Network + "/" + strconv.Itoa(maskBits(s.Mask)), "bmc_id": bmcID, "bmc_name": bmcName,
 		"ipam": "None", "boot_mode": "Static", "network_type": "IPv4"}
 }
@@ -268,7 +295,7 @@ func (f *Fixture) subnetIndex(w http.ResponseWriter, r *http.Request, _ map[stri
 	want, filter := searchTerm(r, "name")
 	var out []any
 	for _, id := range sortedIDs(f.subnets) {
-		if !filter || strings.EqualFold(f.subnets[id].Name, want) {
+		if !filter || f.subnets[id].Name == want {
 			out = append(out, f.subnetJSON(id))
 		}
 	}

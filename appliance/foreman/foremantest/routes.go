@@ -64,7 +64,10 @@ func (f *Fixture) routes() http.Handler {
 		mux.Handle(pattern, f.authed(h))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		errorMessage(w, http.StatusNotFound, "Route overriden by Katello, use the /katello API endpoint instead. See /apidoc for more details.")
+		// Rails' public/404.html, whatever the Accept header.
+		w.Header().Set("Content-Type", "text/html; charset=UTF-8")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "<!DOCTYPE html>\n<html>\n<head>\n  <title>The page you were looking for doesn't exist (404)</title>\n</head>\n</html>\n")
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()

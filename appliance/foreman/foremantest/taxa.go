@@ -20,7 +20,7 @@ func (f *Fixture) taxonomyIndex(kind string) func(http.ResponseWriter, *http.Req
 		want, filter := searchTerm(r, "name")
 		var out []any
 		for _, id := range sortedIDs(f.taxa[kind]) {
-			if !filter || strings.EqualFold(f.taxa[kind][id], want) {
+			if !filter || f.taxa[kind][id] == want {
 				out = append(out, f.taxonomyJSON(kind, id))
 			}
 		}
@@ -130,20 +130,7 @@ func (f *Fixture) settingUpdate(w http.ResponseWriter, r *http.Request, body map
 		return
 	}
 	v := attrs(body, "setting")["value"]
-	if s, ok := v.(string); ok && (name == "default_organization" || name == "default_location") {
-		kind := "organizations"
-		if name == "default_location" {
-			kind = "locations"
-		}
-		found := false
-		for _, n := range f.taxa[kind] {
-			found = found || n == s
-		}
-		if !found {
-			invalid(w, name, map[string][]string{"value": {"is not one of the allowed values"}}, []string{"Value is not one of the allowed values"})
-			return
-		}
-	}
+	// Foreman 3.12 takes any string here, even a name no organization has.
 	f.setting[name] = v
 	writeJSON(w, http.StatusOK, map[string]any{"name": name, "value": v, "id": name})
 }
