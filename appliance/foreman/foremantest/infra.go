@@ -172,17 +172,12 @@ func (f *Fixture) proxySave(w http.ResponseWriter, r *http.Request, id int, p *s
 		// Foreman holds its lock for no one but itself; the proxy call
 		// happens outside the fixture's lock.
 		f.mu.Unlock()
-		fs, err := f.features(r.Context(), p.URL)
+		fs, refusal := f.features(r.Context(), p.URL)
 		f.mu.Lock()
-		var pe proxyError
-		switch {
-		case errors.As(err, &pe):
-			for _, m := range pe {
-				add("base", m, m)
-			}
-		case err != nil:
-			add("base", err.Error(), err.Error())
-		default:
+		for _, m := range refusal {
+			add("base", m, m)
+		}
+		if refusal == nil {
 			p.Features = fs
 		}
 	}
@@ -194,21 +189,19 @@ func (f *Fixture) proxySave(w http.ResponseWriter, r *http.Request, id int, p *s
 }
 
 // features calls the proxy as Foreman does and returns the features
-// Foreman would import, or the error Foreman would show.
-func (f *Fixture) features(ctx context.Context, base string) ([]feature, error) {
+// Foreman would import, or the messages of Foreman's refusal.
+func (f *Fixture) features(ctx context.Context, base string) ([]feature, []string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v2/features", nil)
 	if err != nil {
-		return nil, fmt.Errorf("Unable to communicate with the proxy: %v", err)
+		return nil, []string{"Unable to communicate with the proxy: " + err.Error()}
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := f.proxy.Do(req)
 	if err != nil {
-		var cause string
+		cause := fmt.Sprintf("[%T]: %v", err, err)
 		if errors.Is(err, syscall.ECONNREFUSED) {
 			host := req.URL.Host
 			cause = fmt.Sprintf("[Errno::ECONNREFUSED]: Failed to open TCP connection to %s (Connection refused - connect(2) for %s)", host, host)
-		} else {
-			cause = fmt.Sprintf("[%T]: %v", err, err)
 		}
 		return nil, unreachable(cause, base)
 	}
@@ -223,9 +216,9 @@ func (f *Fixture) features(ctx context.Context, base string) ([]feature, error) 
 		Capabilities []string `json:"capabilities"`
 	}
 	if err := json.Unmarshal(b, &v2); err != nil {
-		return nil, fmt.Errorf("Unable to communicate with the proxy: %v", err)
+		return nil, []string{"Unable to communicate with the proxy: " + err.Error()}
 	}
-	var out, unknown []string
+	var unknown []string
 	var fs []feature
 	for name, d := range v2 {
 		if d.State != "running" {
@@ -238,28 +231,22 @@ func (f *Fixture) features(ctx context.Context, base string) ([]feature, error) 
 		}
 		sf.Capabilities = append([]string{}, d.Capabilities...)
 		fs = append(fs, sf)
-		out = append(out, name)
 	}
 	switch {
 	case len(fs) == 0 && len(unknown) > 0:
 		sort.Strings(unknown)
-		return nil, fmt.Errorf("Features \"%s\" in this proxy are not recognized by Foreman. If these features come from a Smart Proxy plugin, make sure Foreman has the plugin installed too.", strings.Join(unknown, ", "))
+		return nil, []string{fmt.Sprintf("Features \"%s\" in this proxy are not recognized by Foreman. If these features come from a Smart Proxy plugin, make sure Foreman has the plugin installed too.", strings.Join(unknown, ", "))}
 	case len(fs) == 0:
-		return nil, fmt.Errorf("No features found on this proxy, please make sure you enable at least one feature")
+		return nil, []string{"No features found on this proxy, please make sure you enable at least one feature"}
 	}
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
 	return fs, nil
 }
 
-// proxyError is a refusal of a proxy registration: Foreman's messages.
-type proxyError []string
-
-func (e proxyError) Error() string { return strings.Join(e, " ") }
-
 // unreachable is Foreman's refusal of a proxy whose features it could
 // not read: two full messages, as Foreman 3.12 answered here.
-func unreachable(cause, base string) error {
-	return proxyError{fmt.Sprintf("Unable to communicate with the proxy: ERF12-2530 [ProxyAPI::ProxyException]: Unable to detect features (%s) for proxy %s/v2/features", cause, base),
+func unreachable(cause, base string) []string {
+	return []string{fmt.Sprintf("Unable to communicate with the proxy: ERF12-2530 [ProxyAPI::ProxyException]: Unable to detect features (%s) for proxy %s/v2/features", cause, base),
 		"Please check the proxy is configured and running on the host."}
 }
 
