@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,6 +97,15 @@ func suite(t *testing.T, in *foremantest.Instance, proxy *proxyEnv) {
 		if again.Login() != admin.Login() {
 			t.Fatalf("personalise again logged in as %+v", again.Login())
 		}
+		u, err := admin.FindUser(ctx, in.User)
+		if err != nil || !u.Admin {
+			t.Fatalf("find the admin: %+v, %v", u, err)
+		}
+		err = admin.ChangePassword(ctx, u.ID, "not-the-password", "whatever-0123")
+		var ae *foreman.APIError
+		if !errors.Is(err, foreman.ErrInvalid) || !errors.As(err, &ae) || !slices.Equal(ae.Messages, []string{"Current password Incorrect password"}) {
+			t.Errorf("change the password with a wrong current one: %v, want 422 Current password Incorrect password", err)
+		}
 		for kind, name := range map[foreman.Taxonomy]string{foreman.Organizations: want.Organization, foreman.Locations: want.Location} {
 			all, err := admin.Taxonomies(ctx, kind)
 			if err != nil || len(all) != 1 || all[0].Name != name {
@@ -126,6 +136,19 @@ func suite(t *testing.T, in *foremantest.Instance, proxy *proxyEnv) {
 			!slices.Equal(ae.Messages, []string{"Resource host not found by id '999999'"}) {
 			t.Errorf("read a host that does not exist: %v, want 404 with Foreman's message", err)
 		}
+		// Before any BMC proxy, Foreman cannot read a host's power: 200 "na".
+		early := foreman.HostSpec{Name: "early-1", MAC: "52:54:00:fe:00:09", BMCAddress: netip.MustParseAddr("198.18.0.9"),
+			BMCUser: tenant, BMCPassword: "x", Org: want.Organization, Loc: want.Location}
+		h, err := admin.EnsureHost(ctx, early)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := admin.Power(ctx, h.ID); st != "na" || !errors.Is(err, foreman.ErrNoPower) || !strings.Contains(err.Error(), "There is no proxy with BMC feature set up") {
+			t.Errorf("power without a BMC proxy = %q, %v; want na, ErrNoPower with Foreman's reason", st, err)
+		}
+		if err := admin.RemoveHost(ctx, "early-1"); err != nil {
+			t.Fatal(err)
+		}
 		// Search is exact and case-sensitive.
 		if _, err := admin.FindTaxonomy(ctx, foreman.Organizations, strings.ToUpper(want.Organization)); !errors.Is(err, foreman.ErrNotFound) {
 			t.Errorf("find %q: %v, want ErrNotFound", strings.ToUpper(want.Organization), err)
@@ -145,11 +168,17 @@ func suite(t *testing.T, in *foremantest.Instance, proxy *proxyEnv) {
 			t.Fatalf("register again = %+v, %v; want the same proxy (id %d) refreshed", again, err, sp.ID)
 		}
 		// A proxy nobody answers at: Foreman refuses it with its reason.
-		_, err = admin.RegisterProxy(ctx, "nowhere", fmt.Sprintf("https://127.0.0.1:%d", freePort(t)), scope)
+		hostPort := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		_, err = admin.RegisterProxy(ctx, "nowhere", "https://"+hostPort, scope)
 		var ae *foreman.APIError
-		if !errors.Is(err, foreman.ErrInvalid) || !errors.As(err, &ae) || len(ae.Messages) == 0 ||
-			!strings.Contains(ae.Messages[0], "Unable to communicate with the proxy") {
-			t.Fatalf("register an unreachable proxy: %v, want 422 Unable to communicate with the proxy", err)
+		wantMsgs := []string{"Unable to communicate with the proxy: ERF12-2530 [ProxyAPI::ProxyException]: Unable to detect features " +
+			"([Errno::ECONNREFUSED]: Failed to open TCP connection to " + hostPort + " (Connection refused - connect(2) for " + hostPort + ")) " +
+			"for proxy https://" + hostPort + "/v2/features", "Please check the proxy is configured and running on the host."}
+		if !errors.Is(err, foreman.ErrInvalid) || !errors.As(err, &ae) || !slices.Equal(ae.Messages, wantMsgs) {
+			t.Fatalf("register an unreachable proxy: %v\nwant 422 %q", err, wantMsgs)
+		}
+		if _, err := admin.FindSmartProxy(ctx, "nowhere"); !errors.Is(err, foreman.ErrNotFound) {
+			t.Errorf("the refused proxy was saved: %v", err)
 		}
 		t.Logf("unreachable proxy: %q", ae.Messages)
 	})
@@ -201,6 +230,26 @@ func suite(t *testing.T, in *foremantest.Instance, proxy *proxyEnv) {
 			if got2.Interfaces[i].ID != got.Interfaces[i].ID {
 				t.Errorf("interface ids changed: %+v -> %+v", got.Interfaces, got2.Interfaces)
 			}
+		}
+	})
+
+	step(t, "concurrent reads", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 4 {
+			wg.Go(func() {
+				if _, err := admin.FindHost(ctx, "rack-1"); err != nil {
+					errs <- err
+				}
+				if _, err := admin.Status(ctx); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
 		}
 	})
 
