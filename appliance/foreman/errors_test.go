@@ -97,6 +97,8 @@ func TestBadInputCallsNothing(t *testing.T) {
 			return err
 		}, "organization name"},
 		"unknown power action": {func() error { return c.SetPower(ctx, 1, "explode") }, "power action"},
+		"setting name path":    {func() error { return c.SetSetting(ctx, "../users", "x") }, "setting name"},
+		"setting name read":    {func() error { _, err := c.Setting(ctx, "a/b"); return err }, "setting name"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

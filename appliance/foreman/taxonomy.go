@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
 )
 
 // Ref is a record's id and name.
@@ -85,9 +86,15 @@ type Setting struct {
 	Value any    `json:"value"`
 }
 
+// settingRE is a setting's name as Foreman spells them.
+var settingRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,99}$`)
+
 // Setting returns the setting named name.
 func (c *Client) Setting(ctx context.Context, name string) (Setting, error) {
 	var s Setting
+	if !settingRE.MatchString(name) {
+		return s, fmt.Errorf("setting name %q: want [a-z][a-z0-9_]*", name)
+	}
 	if err := c.call(ctx, http.MethodGet, "/api/settings/"+name, nil, &s); err != nil {
 		return s, fmt.Errorf("read setting %s: %w", name, err)
 	}
@@ -96,6 +103,9 @@ func (c *Client) Setting(ctx context.Context, name string) (Setting, error) {
 
 // SetSetting sets the setting named name to value.
 func (c *Client) SetSetting(ctx context.Context, name string, value any) error {
+	if !settingRE.MatchString(name) {
+		return fmt.Errorf("setting name %q: want [a-z][a-z0-9_]*", name)
+	}
 	if err := c.call(ctx, http.MethodPut, "/api/settings/"+name, wrap("setting", map[string]any{"value": value}), nil); err != nil {
 		return fmt.Errorf("set setting %s: %w", name, err)
 	}
