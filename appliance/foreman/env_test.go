@@ -40,6 +40,8 @@ type proxyEnv struct {
 	ClientCert  []byte // Foreman's client certificate and key
 	ClientKey   []byte
 	CA          []byte
+	cfg         smartproxy.Config
+	broker      smartproxy.Broker
 }
 
 // startProxy writes a smart-proxy directory with smartproxy.WriteInit and
@@ -64,9 +66,27 @@ func startProxy(t *testing.T) *proxyEnv {
 	}
 	env := &proxyEnv{URL: "https://" + addr, Dir: dir, Sim: sim, BMCPassword: strings.TrimSpace(string(read("bmc.password"))),
 		ClientCert: read("foreman.crt"), ClientKey: read("foreman.key"), CA: read("ca.crt")}
+	env.cfg, env.broker = cfg, &simBroker{sim: sim, ipmi: bmc.New(bmc.Options{})}
+	runProxy(t, cfg, env.broker)
+	return env
+}
+
+// startUntrusting runs a second proxy from env's files that trusts
+// another CN than Foreman's, and returns its URL.
+func (env *proxyEnv) startUntrusting(t *testing.T) string {
+	t.Helper()
+	cfg := env.cfg
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Proxy.HTTPSListen, cfg.Proxy.TrustedHosts = addr, "foreman.globex.test"
+	runProxy(t, cfg, env.broker)
+	return "https://" + addr
+}
+
+// runProxy serves a smart-proxy until the test ends.
+func runProxy(t *testing.T, cfg smartproxy.Config, broker smartproxy.Broker) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := smartproxy.New(cfg, smartproxy.Options{Logger: log.With("component", "smart-proxy"),
-		Broker: &simBroker{sim: sim, ipmi: bmc.New(bmc.Options{})}})
+	srv, err := smartproxy.New(cfg, smartproxy.Options{Logger: log.With("component", "smart-proxy", "listen", cfg.Proxy.HTTPSListen), Broker: broker})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +105,6 @@ func startProxy(t *testing.T) *proxyEnv {
 	case err := <-done:
 		t.Fatalf("smart-proxy: %v", err)
 	}
-	return env
 }
 
 // simBroker stands in for the appliance's broker: the tenant holds the one

@@ -180,6 +180,15 @@ func suite(t *testing.T, in *foremantest.Instance, proxy *proxyEnv) {
 		if _, err := admin.FindSmartProxy(ctx, "nowhere"); !errors.Is(err, foreman.ErrNotFound) {
 			t.Errorf("the refused proxy was saved: %v", err)
 		}
+		// A proxy that does not trust Foreman's certificate's CN answers
+		// /v2/features 403: Foreman refuses it too.
+		untrusting := proxy.startUntrusting(t)
+		_, err = admin.RegisterProxy(ctx, "untrusting", untrusting, scope)
+		wantMsgs = []string{"Unable to communicate with the proxy: ERF12-2530 [ProxyAPI::ProxyException]: Unable to detect features " +
+			"([RestClient::Forbidden]: 403 Forbidden) for proxy " + untrusting + "/v2/features", "Please check the proxy is configured and running on the host."}
+		if !errors.Is(err, foreman.ErrInvalid) || !errors.As(err, &ae) || !slices.Equal(ae.Messages, wantMsgs) {
+			t.Errorf("register a proxy that does not trust Foreman: %v\nwant 422 %q", err, wantMsgs)
+		}
 		t.Logf("unreachable proxy: %q", ae.Messages)
 	})
 
