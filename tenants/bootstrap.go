@@ -17,27 +17,26 @@ import (
 
 // Host is a node as its tenant's Foreman holds it: its MAC and its IPMI
 // BMC interface at the node's tenant-facing address, with the smart-proxy's
-// virtual credentials.
+// virtual credentials, in the BMC subnet.
 type Host struct {
-	Name, MAC              string
-	BMCAddress             string
-	BMCUser, BMCPassword   string
-	Organization, Location string
-	SubnetID               int
+	Name, MAC            string
+	BMCAddress           netip.Addr
+	BMCUser, BMCPassword string
 }
 
 // ForemanAPI is what onboarding asks of a tenant's Foreman
 // (appliance/foreman). Every call is idempotent.
 type ForemanAPI interface {
 	WaitReady(ctx context.Context) error
-	// Personalise sets the tenant's own administrator password,
-	// organisation and location on a Foreman made from the template.
-	Personalise(ctx context.Context, seedPassword, password, org, loc string) error
-	RegisterProxy(ctx context.Context, name, url string) (id int, err error)
-	EnsureBMCSubnet(ctx context.Context, name string, network netip.Prefix, proxyID int, org, loc string) (id int, err error)
-	EnsureHost(ctx context.Context, h Host) error
+	// Personalise sets the tenant's own administrator password and its
+	// organisation and location on a Foreman made from the template; it
+	// may already have been done.
+	Personalise(ctx context.Context, seedUser, seedPassword, password, org, loc string) error
+	RegisterProxy(ctx context.Context, name, url, org, loc string) error
+	EnsureBMCSubnet(ctx context.Context, name string, network netip.Prefix, proxy, org, loc string) error
+	EnsureHost(ctx context.Context, h Host, subnet, org, loc string) error
 	RemoveHost(ctx context.Context, name string) error
-	EnsureTemplate(ctx context.Context, name, body string) error
+	EnsureTemplate(ctx context.Context, name, body, org, loc string) error
 }
 
 // The organisation and location a tenant's Foreman is set up with.
@@ -57,22 +56,25 @@ func proxyName(tenant string) string { return "malleable-" + tenant }
 // every node the tenant holds or has leased ahead.
 func (o *onboarding) bootstrap(ctx context.Context) (string, error) {
 	password := string(o.sec[secretAdminPassword])
-	fc := o.Foreman(o.foreman.URL, adminUser, password)
+	fc, err := o.Foreman(o.foreman.URL, adminUser, password)
+	if err != nil {
+		return "", err
+	}
 	if err := fc.WaitReady(ctx); err != nil {
 		return "", err
 	}
-	if err := fc.Personalise(ctx, o.foreman.SeedPassword, password, o.tenant, TenantLocation); err != nil {
+	org, loc := o.tenant, TenantLocation
+	if err := fc.Personalise(ctx, o.foreman.SeedUser, o.foreman.SeedPassword, password, org, loc); err != nil {
 		return "", fmt.Errorf("personalise Foreman: %w", err)
 	}
-	id, err := fc.RegisterProxy(ctx, proxyName(o.tenant), "https://"+o.proxyFQDN(o.tenant)+":"+proxyPort)
-	if err != nil {
+	proxy := proxyName(o.tenant)
+	if err := fc.RegisterProxy(ctx, proxy, "https://"+o.proxyFQDN(o.tenant)+":"+proxyPort, org, loc); err != nil {
 		return "", fmt.Errorf("register the smart-proxy: %w", err)
 	}
-	subnet, err := fc.EnsureBMCSubnet(ctx, bmcSubnetName, o.BMCRange, id, o.tenant, TenantLocation)
-	if err != nil {
+	if err := fc.EnsureBMCSubnet(ctx, bmcSubnetName, o.BMCRange, proxy, org, loc); err != nil {
 		return "", fmt.Errorf("BMC subnet: %w", err)
 	}
-	if err := fc.EnsureTemplate(ctx, templateName, templates.ForemanSANBoot()); err != nil {
+	if err := fc.EnsureTemplate(ctx, templateName, templates.ForemanSANBoot(), org, loc); err != nil {
 		return "", fmt.Errorf("SAN-boot template: %w", err)
 	}
 	nodes, err := o.Store.LeasedNodes(ctx, o.tenant, o.now())
@@ -80,21 +82,28 @@ func (o *onboarding) bootstrap(ctx context.Context) (string, error) {
 		return "", err
 	}
 	for _, n := range nodes {
-		if err := fc.EnsureHost(ctx, o.host(n, subnet)); err != nil {
+		h, err := o.host(n)
+		if err == nil {
+			err = fc.EnsureHost(ctx, h, bmcSubnetName, org, loc)
+		}
+		if err != nil {
 			return "", fmt.Errorf("host %s: %w", n.Name, err)
 		}
 	}
-	return fmt.Sprintf("proxy %d registered, %d hosts", id, len(nodes)), nil
+	return fmt.Sprintf("smart-proxy %s registered, %d hosts", proxy, len(nodes)), nil
 }
 
 // host is node as the tenant's Foreman holds it.
-func (o *onboarding) host(n inventory.Node, subnet int) Host {
+func (o *onboarding) host(n inventory.Node) (Host, error) {
+	addr, err := netip.ParseAddr(n.TenantBMCAddress)
+	if err != nil {
+		return Host{}, fmt.Errorf("tenant-facing BMC address %q: %w", n.TenantBMCAddress, err)
+	}
 	mac := ""
 	if len(n.MACs) > 0 {
 		mac = n.MACs[0]
 	}
-	return Host{Name: n.Name, MAC: mac, BMCAddress: n.TenantBMCAddress, BMCUser: o.tenant,
-		BMCPassword: string(o.sec[secretBMCPassword]), Organization: o.tenant, Location: TenantLocation, SubnetID: subnet}
+	return Host{Name: n.Name, MAC: mac, BMCAddress: addr, BMCUser: o.tenant, BMCPassword: string(o.sec[secretBMCPassword])}, nil
 }
 
 // validFor reports whether a PEM certificate is still valid at t.

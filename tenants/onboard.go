@@ -59,8 +59,8 @@ type Plan struct {
 	Runtime Runtime
 	Secrets Secrets
 	CA      pki.Authority
-	// Foreman returns a client of a tenant's Foreman API.
-	Foreman func(url, user, password string) ForemanAPI
+	// Foreman returns a client of a tenant's Foreman API (ForemanClient).
+	Foreman func(url, user, password string) (ForemanAPI, error)
 	Broker  BrokerListeners
 	// TokenHash hashes a broker token as the store keeps it.
 	TokenHash func(token string) string
