@@ -208,7 +208,6 @@ func (r *Runtime) Ensure(ctx context.Context, spec ContainerSpec) (Container, Ac
 		extra = append(extra, Attachment{NetworkID: pub.ID})
 	}
 	replaced, lostRace := false, false
-	var createdSince time.Time
 	for range ensureAttempts {
 		in, err := r.inspect(ctx, spec.Name)
 		if errors.Is(err, ErrNotFound) {
@@ -254,15 +253,12 @@ func (r *Runtime) Ensure(ctx context.Context, spec ContainerSpec) (Container, Ac
 			return c, act, err
 		case "created":
 			// Someone is copying files in and will start it, or crashed
-			// doing so: wait a little, then treat it as abandoned.
-			if createdSince.IsZero() {
-				createdSince = time.Now()
-			}
-			if time.Since(createdSince) < createdGrace {
-				if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			// doing so: give it a grace period, then treat it as abandoned.
+			lostRace = true
+			if started, err := r.waitLeavesCreated(ctx, in.ID); err != nil || started {
+				if err != nil {
 					return Container{}, "", err
 				}
-				lostRace = true
 				continue
 			}
 			log.Warn("container stuck in created; replacing", "id", short(in.ID))
@@ -285,6 +281,28 @@ func (r *Runtime) Ensure(ctx context.Context, spec ContainerSpec) (Container, Ac
 		}
 	}
 	return Container{}, "", fmt.Errorf("ensure container %s: no stable outcome after %d attempts", spec.Name, ensureAttempts)
+}
+
+// waitLeavesCreated polls a container in state "created" for up to
+// createdGrace; it reports whether it left that state (or vanished).
+func (r *Runtime) waitLeavesCreated(ctx context.Context, id string) (bool, error) {
+	deadline := time.Now().Add(createdGrace)
+	for time.Now().Before(deadline) {
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return false, err
+		}
+		in, err := r.inspect(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if in.State.Status != "created" {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types"
@@ -106,6 +107,9 @@ type Runtime struct {
 	eng   engine
 	owner string
 	log   *slog.Logger
+	// netLocks serialise this process's creators of one network: old
+	// engines (API < 1.44) do not refuse a second network of one name.
+	netLocks sync.Map // network name -> *sync.Mutex
 }
 
 // New connects to the Engine, negotiating the API version, and checks
@@ -134,6 +138,9 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 		_ = c.Close()
 		return nil, fmt.Errorf("ping docker engine: %w", err)
 	}
+	// Negotiate now: the client's lazy negotiation on first use races
+	// between concurrent first calls.
+	c.NegotiateAPIVersion(cctx)
 	return &Runtime{eng: c, owner: o.Owner, log: o.Logger.With("component", "docker")}, nil
 }
 

@@ -37,6 +37,9 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 CMD ["/mal
 // buildTimeout bounds a build when the caller's context has no sooner deadline.
 const buildTimeout = 10 * time.Minute
 
+// labelBuiltBy marks images the runtime built, with the owner.
+const labelBuiltBy = "malleable.built-by"
+
 // BuildImage builds an image from an in-memory context: files by path
 // within the context (Mode 0 means 0644) and the Dockerfile's text. It
 // returns the image ID.
@@ -78,7 +81,8 @@ func (r *Runtime) BuildImage(ctx context.Context, tag string, files map[string]F
 	defer cancel()
 	resp, err := r.eng.ImageBuild(ctx, &buf, build.ImageBuildOptions{
 		Tags: []string{tag}, Remove: true, ForceRemove: true,
-		Labels: map[string]string{LabelOwner: r.owner},
+		// Not LabelOwner: containers inherit image labels.
+		Labels: map[string]string{labelBuiltBy: r.owner},
 	})
 	if err != nil {
 		return "", fmt.Errorf("build %s: %w", tag, err)

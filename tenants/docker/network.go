@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/filters"
@@ -83,6 +84,9 @@ func (r *Runtime) ensurePublishNetwork(ctx context.Context, tenant string) (Netw
 }
 
 func (r *Runtime) ensureNetwork(ctx context.Context, k netKey) (Network, error) {
+	mu, _ := r.netLocks.LoadOrStore(k.name, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if n, ok, err := r.findNetwork(ctx, k); err != nil || ok {
 		return n, err
 	}
