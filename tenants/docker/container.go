@@ -27,9 +27,11 @@ type File struct {
 	GID     int
 }
 
-// Mount is a bind mount of a host path.
+// Mount is a bind mount of a host path (Source absolute) or a named
+// volume (Source a volume name). Named volumes outlive their containers:
+// Remove deletes only anonymous ones.
 type Mount struct {
-	Source   string // host path, absolute
+	Source   string // host path (absolute) or volume name
 	Target   string // container path, absolute
 	ReadOnly bool
 }
@@ -149,8 +151,8 @@ func (s ContainerSpec) validate() error {
 		}
 	}
 	for _, m := range s.Mounts {
-		if !path.IsAbs(m.Source) || !path.IsAbs(m.Target) {
-			return bad("mount %q -> %q must be absolute", m.Source, m.Target)
+		if !path.IsAbs(m.Target) || (!path.IsAbs(m.Source) && !nameRE.MatchString(m.Source)) {
+			return bad("mount %q -> %q: want an absolute host path or a volume name, and an absolute target", m.Source, m.Target)
 		}
 	}
 	for _, p := range s.PublishLocal {

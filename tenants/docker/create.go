@@ -106,7 +106,11 @@ func (r *Runtime) configs(s ContainerSpec, hash string) (*container.Config, *con
 		host.PidsLimit = &pl
 	}
 	for _, m := range s.Mounts {
-		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+		typ := mount.TypeBind
+		if !path.IsAbs(m.Source) {
+			typ = mount.TypeVolume
+		}
+		host.Mounts = append(host.Mounts, mount.Mount{Type: typ, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
 	}
 	if s.ReadOnlyRootfs {
 		// A read-only rootfs refuses CopyToContainer except into volumes.

@@ -149,6 +149,40 @@ func (r *Runtime) WaitHealthy(ctx context.Context, id string) (Container, error)
 	}
 }
 
+// WaitExit polls until a (one-shot) container has stopped and returns its
+// exit code; ctx bounds the wait.
+func (r *Runtime) WaitExit(ctx context.Context, id string) (int, error) {
+	for {
+		in, err := r.inspect(ctx, id)
+		if err != nil {
+			return -1, err
+		}
+		if s := in.State.Status; s == "exited" || s == "dead" {
+			return in.State.ExitCode, nil
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return -1, fmt.Errorf("wait for %s to exit: %w", in.Name, err)
+		}
+	}
+}
+
+// Logs returns the last lines of a container's output (stdout and stderr
+// interleaved), for error reports.
+func (r *Runtime) Logs(ctx context.Context, id string, tail int) (string, error) {
+	cctx, cancel := call(ctx, callTimeout)
+	defer cancel()
+	rc, err := r.eng.ContainerLogs(cctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: fmt.Sprint(tail)})
+	if err != nil {
+		return "", fmt.Errorf("logs of %s: %w", id, err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
+		return out.String(), fmt.Errorf("read logs of %s: %w", id, err)
+	}
+	return out.String(), nil
+}
+
 // Exec runs cmd in a running container as its user and returns its
 // output and exit code; a non-zero exit is not an error.
 func (r *Runtime) Exec(ctx context.Context, id string, cmd []string) (stdout, stderr string, exit int, err error) {
