@@ -96,6 +96,7 @@ type Container struct {
 	State     string // created, running, exited, dead, ...
 	Health    string // starting, healthy, unhealthy; "" without a health check
 	StartedAt time.Time
+	ExitCode  int               // of the last run, when State is exited or dead
 	Ports     map[int]int       // container TCP port -> host port on 127.0.0.1
 	IPs       map[string]string // network ID -> the container's IPv4 on it
 }
@@ -340,6 +341,12 @@ func (r *Runtime) inspect(ctx context.Context, idOrName string) (container.Inspe
 	return in, nil
 }
 
+// Inspect returns what the Engine reports about a container (any owner);
+// ErrNotFound when it does not exist.
+func (r *Runtime) Inspect(ctx context.Context, idOrName string) (Container, error) {
+	return r.inspectContainer(ctx, idOrName)
+}
+
 func (r *Runtime) inspectContainer(ctx context.Context, id string) (Container, error) {
 	in, err := r.inspect(ctx, id)
 	if err != nil {
@@ -362,6 +369,7 @@ func toContainer(in container.InspectResponse) Container {
 			c.Health = string(in.State.Health.Status)
 		}
 		c.StartedAt, _ = time.Parse(time.RFC3339Nano, in.State.StartedAt)
+		c.ExitCode = in.State.ExitCode
 	}
 	if in.NetworkSettings != nil {
 		for port, binds := range in.NetworkSettings.Ports {

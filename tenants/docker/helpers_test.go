@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -99,7 +98,7 @@ func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return le
 func (e *testEnv) probeImage(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "probe")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin := "go" // on PATH, as for `go test` itself
 	cmd := exec.Command(goBin, "build", "-o", bin, "./testdata/probe")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -18,7 +17,7 @@ func TestProxyImage(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := ctxT(t, 5*time.Minute)
 	bin := filepath.Join(t.TempDir(), "malleable")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-o", bin, "../../cmd/malleable")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "../../cmd/malleable")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build malleable: %v\n%s", err, out)
