@@ -8,6 +8,7 @@ import (
 	"path"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -51,12 +52,16 @@ func (r *Runtime) fill(ctx context.Context, id string, s ContainerSpec, extra []
 		}
 	}
 	for dir, files := range filesByDir(s.Files) {
-		archive, err := tarFiles(files)
+		base, missing, err := r.existingAncestor(ctx, id, dir)
+		if err != nil {
+			return err
+		}
+		archive, err := tarFiles(missing, files)
 		if err != nil {
 			return fmt.Errorf("files for %s: %w", s.Name, err)
 		}
 		cctx, cancel := call(ctx, copyTimeout)
-		err = r.eng.CopyToContainer(cctx, id, dir, bytes.NewReader(archive), container.CopyToContainerOptions{})
+		err = r.eng.CopyToContainer(cctx, id, base, bytes.NewReader(archive), container.CopyToContainerOptions{})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("copy files into %s:%s: %w", s.Name, dir, err)
@@ -136,6 +141,25 @@ func (r *Runtime) configs(s ContainerSpec, hash string) (*container.Config, *con
 	return cfg, host, netCfg
 }
 
+// existingAncestor finds the deepest existing directory of dir in the
+// container (the copy's destination must exist) and the missing path
+// below it, which the archive then creates (root-owned, 0755).
+func (r *Runtime) existingAncestor(ctx context.Context, id, dir string) (base, missing string, err error) {
+	for base = dir; base != "/"; base = path.Dir(base) {
+		cctx, cancel := call(ctx, callTimeout)
+		_, err := r.eng.ContainerStatPath(cctx, id, base)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return "", "", fmt.Errorf("stat %s in container %s: %w", base, short(id), err)
+		}
+	}
+	missing = strings.TrimPrefix(strings.TrimPrefix(dir, base), "/")
+	return base, missing, nil
+}
+
 func filesByDir(files []File) map[string][]File {
 	out := map[string][]File{}
 	for _, f := range files {
@@ -145,19 +169,28 @@ func filesByDir(files []File) map[string][]File {
 	return out
 }
 
-// tarFiles builds an archive of files by base name (the copy's
-// destination is their directory), owners and modes as given.
-func tarFiles(files []File) ([]byte, error) {
+// tarFiles builds an archive of the missing directories (a relative
+// path, possibly "") and the files within them, owners and modes as given.
+func tarFiles(missing string, files []File) ([]byte, error) {
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
+	if missing != "" {
+		parts := strings.Split(missing, "/")
+		for i := range parts {
+			h := &tar.Header{Name: strings.Join(parts[:i+1], "/") + "/", Mode: 0o755, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir}
+			if err := tw.WriteHeader(h); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for _, f := range files {
 		mode := f.Mode.Perm()
 		if mode == 0 {
 			mode = 0o400
 		}
 		h := &tar.Header{
-			Name: path.Base(f.Path), Mode: int64(mode), Size: int64(len(f.Content)),
+			Name: path.Join(missing, path.Base(f.Path)), Mode: int64(mode), Size: int64(len(f.Content)),
 			Uid: f.UID, Gid: f.GID, ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg,
 		}
 		if err := tw.WriteHeader(h); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -74,6 +75,21 @@ func (r *Runtime) remove(ctx context.Context, id string) error {
 	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
 		// 409 here is "removal already in progress" by a racing caller.
 		return fmt.Errorf("remove container %s: %w", short(id), err)
+	}
+	return nil
+}
+
+// RemoveVolume removes a named volume (one a Mount created); a missing
+// one is success, one still in use fails. Only names starting with
+// "<owner>-" are accepted, so a runtime never deletes another owner's data.
+func (r *Runtime) RemoveVolume(ctx context.Context, name string) error {
+	if !nameRE.MatchString(name) || !strings.HasPrefix(name, r.owner+"-") {
+		return fmt.Errorf("volume %q: %w (want %s-...)", name, ErrInvalid, r.owner)
+	}
+	cctx, cancel := call(ctx, callTimeout)
+	defer cancel()
+	if err := r.eng.VolumeRemove(cctx, name, false); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove volume %s: %w", name, err)
 	}
 	return nil
 }
