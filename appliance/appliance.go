@@ -64,6 +64,8 @@ type Parts struct {
 	// M2 is the embedded M2 backend; its routes answer 503 without
 	// either it or M2Remote.
 	M2 *server.Backend
+	// Tenants onboards tenants; nil when [tenants] runtime = none.
+	Tenants api.TenantService
 	// M2Remote, when set instead of M2, forwards authenticated M2
 	// requests to a standalone backend ([m2] endpoint).
 	M2Remote   *m2Remote
@@ -84,7 +86,7 @@ func (p Parts) Handler() http.Handler {
 		checker = c
 	}
 	a := api.New(api.Config{Store: p.Store, Limits: p.Limits, Token: p.Token, Logger: p.Logger, Now: p.Now, Registry: p.Registry,
-		Secrets: p.Secrets, Checker: checker, Reconciler: p.Reconciler, Power: p.Power})
+		Secrets: p.Secrets, Checker: checker, Reconciler: p.Reconciler, Power: p.Power, Tenants: p.Tenants})
 	b := broker.New(broker.Config{Store: p.Store, Power: p.Power, Project: p.Project, M2: p.M2 != nil || p.M2Remote != nil,
 		Middleware: a.Metrics(), Logger: p.Logger, Now: p.Now})
 	mux := http.NewServeMux()
@@ -134,10 +136,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	if assigned > 0 {
 		log.Info("gave nodes tenant-facing BMC addresses", "nodes", assigned, "range", cfg.Nodes.TenantBMCRange)
 	}
+	secStore, ca, closeVault, err := openSecrets(ctx, cfg, sec, now, log)
+	if err != nil {
+		return err
+	}
+	defer closeVault()
 	alloc, err := allocator.Open(ctx, allocator.Config{Type: cfg.Allocator.Type,
 		HIL: hil.ClientConfig{Endpoint: cfg.HIL.Endpoint, Username: cfg.HIL.Username,
 			PasswordFile: cfg.HIL.PasswordFile, Timeout: cfg.HIL.Timeout},
-		BMC: bmc.Options{Timeout: cfg.BMC.Timeout, Retries: cfg.BMC.Retries}}, st, sec, log)
+		BMC: bmc.Options{Timeout: cfg.BMC.Timeout, Retries: cfg.BMC.Retries}}, st, secStore, log)
 	if err != nil {
 		return err
 	}
@@ -152,7 +159,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 		disks = remote
 		log.Info("M2 storage served by a standalone backend", "endpoint", cfg.M2.Endpoint)
 	case cfg.M2.Enabled:
-		m, err := startM2(ctx, cfg, sec, log)
+		m, err := startM2(ctx, cfg, secStore, log)
 		if err != nil {
 			return err
 		}
@@ -177,8 +184,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 			Hook:            opts.Hook,
 		},
 	}
-	handler := Parts{Store: st, Token: token, Limits: cfg.Leases.Limits(), Logger: log, Now: now, Registry: reg, Secrets: sec,
-		Allocator: alloc, Reconciler: rec, Power: pw, Project: project, M2: m2b, M2Remote: remote, M2Timeouts: m2Timeouts(cfg)}.Handler()
+	tp, err := startTenants(ctx, cfg, st, secStore, ca, rec, m2b, now, log)
+	if err != nil {
+		return err
+	}
+	parts := Parts{Store: st, Token: token, Limits: cfg.Leases.Limits(), Logger: log, Now: now, Registry: reg, Secrets: secStore,
+		Allocator: alloc, Reconciler: rec, Power: pw, Project: project, M2: m2b, M2Remote: remote, M2Timeouts: m2Timeouts(cfg)}
+	if tp != nil {
+		parts.Tenants = tp.service
+		defer tp.runtime.Close()
+		defer tp.listeners.closeAll()
+	}
+	handler := parts.Handler()
+	if tp != nil {
+		tp.listeners.handler = handler
+	}
 
 	ln, err := net.Listen("tcp", cfg.Appliance.Listen)
 	if err != nil {
@@ -199,6 +219,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 	g.Go(func() error { return rec.RunCron(gctx, cfg.Reconcile.Schedule, log) })
 	// Passes asked for over the API run here, in the daemon's context.
 	g.Go(func() error { return rec.Serve(gctx) })
+	if tp != nil {
+		// Tenant jobs too; those a stop interrupted run again first.
+		g.Go(func() error { return tp.service.Jobs.Serve(gctx) })
+		g.Go(func() error { return tp.drift.Run(gctx, cfg.Tenants.DriftInterval) })
+	}
 	// A first pass at start-up resumes handovers a crash interrupted.
 	g.Go(func() error {
 		defer func() {

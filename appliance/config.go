@@ -64,6 +64,12 @@ type TenantsConfig struct {
 	BrokerPort int `ini:"broker_port"`
 	// StepTimeout bounds each step of an onboarding or offboarding.
 	StepTimeout time.Duration `ini:"step_timeout"`
+	// DriftInterval is how often running tenants are checked: dead or
+	// removed containers restored, hosts following leases.
+	DriftInterval time.Duration `ini:"drift_interval"`
+	// OrphanGrace is how long containers labelled for a tenant that is
+	// not onboarded are left before they are removed.
+	OrphanGrace time.Duration `ini:"orphan_grace"`
 }
 
 // VaultConfig is the [vault] section: HashiCorp Vault keeps the secrets and
@@ -259,7 +265,8 @@ func DefaultConfig(dataDir string) Config {
 			Portal: "127.0.0.1:3260", Tgtd: "supervise", TgtdControlPort: 7,
 			TransferTimeout: time.Hour, OperationTimeout: time.Hour},
 		Tenants: TenantsConfig{Runtime: "none", ForemanImage: "quay.io/foreman/foreman:3.12", PostgresImage: "postgres:15",
-			Domain: "malleable.internal", BrokerPort: 8782, StepTimeout: 10 * time.Minute},
+			Domain: "malleable.internal", BrokerPort: 8782, StepTimeout: 10 * time.Minute,
+			DriftInterval: time.Minute, OrphanGrace: 10 * time.Minute},
 		Vault: VaultConfig{KVMount: "secret", Root: "malleable", PKIMount: "pki", Timeout: 10 * time.Second},
 	}
 }

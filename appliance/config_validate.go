@@ -253,6 +253,12 @@ func (t *TenantsConfig) check(p *problems) {
 	if t.StepTimeout < 10*time.Second || t.StepTimeout > 2*time.Hour {
 		p.bad("tenants.step_timeout", "%s is not between 10s and 2h", t.StepTimeout)
 	}
+	if t.DriftInterval < time.Second || t.DriftInterval > time.Hour {
+		p.bad("tenants.drift_interval", "%s is not between 1s and 1h", t.DriftInterval)
+	}
+	if t.OrphanGrace < 0 || t.OrphanGrace > 7*24*time.Hour {
+		p.bad("tenants.orphan_grace", "%s is not between 0s and 168h", t.OrphanGrace)
+	}
 }
 
 func (v *VaultConfig) check(p *problems) {

@@ -113,8 +113,10 @@ const proxyPort = "8443"
 // earlier ones found.
 type onboarding struct {
 	*Plan
-	tenant  string
-	log     *slog.Logger
+	tenant string
+	log    *slog.Logger
+	// drift: the tenant is ready and stays so; its state is not touched.
+	drift   bool
 	net     Network
 	broker  string
 	sec     map[string][]byte
@@ -242,7 +244,11 @@ func (o *onboarding) startForeman(ctx context.Context) (string, error) {
 		return "", err
 	}
 	o.foreman = f
-	if err := o.Store.SetTenantState(ctx, o.tenant, inventory.TenantOnboarding, f.PublicURL); err != nil {
+	state := inventory.TenantOnboarding
+	if o.drift {
+		state = inventory.TenantReady
+	}
+	if err := o.Store.SetTenantState(ctx, o.tenant, state, f.PublicURL); err != nil {
 		return "", err
 	}
 	return "Foreman at " + f.PublicURL, nil
@@ -256,12 +262,12 @@ func (o *onboarding) proxy(ctx context.Context) (string, error) {
 		return "", err
 	}
 	files := map[string][]byte{
-		"smartproxy.ini": ini,
-		"broker.token":   append(o.sec[secretBrokerToken], '\n'),
-		"bmc.password":   append(o.sec[secretBMCPassword], '\n'),
-		"ca.crt":         o.sec[secretCA],
-		"proxy.crt":      o.sec[secretProxyCert],
-		"proxy.key":      o.sec[secretProxyKey],
+		"smart-proxy.ini": ini,
+		"broker.token":    append(o.sec[secretBrokerToken], '\n'),
+		"bmc.password":    append(o.sec[secretBMCPassword], '\n'),
+		"ca.crt":          o.sec[secretCA],
+		"proxy.crt":       o.sec[secretProxyCert],
+		"proxy.key":       o.sec[secretProxyKey],
 	}
 	if err := o.Runtime.EnsureProxy(ctx, ProxySpec{Tenant: o.tenant, NetworkID: o.net.ID, Alias: o.proxyFQDN(o.tenant), Files: files}); err != nil {
 		return "", err

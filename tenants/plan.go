@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/inventory"
 )
@@ -59,8 +58,9 @@ type ProxySpec struct {
 	Files map[string][]byte
 }
 
-// ProxyDir is where a tenant's smart-proxy container finds its files.
-const ProxyDir = "/etc/malleable-proxy"
+// ProxyDir is where a tenant's smart-proxy container finds its files;
+// its INI is ProxyDir/smart-proxy.ini, where the image looks for it.
+const ProxyDir = "/etc/malleable"
 
 // Runtime runs tenants' containers (tenants/docker and tenants/foremanrun
 // on a Docker engine). Every method is idempotent.
@@ -121,9 +121,6 @@ func (p *Plan) Steps(tenant string, kind inventory.JobKind, options string) ([]S
 
 // errNoRuntime refuses onboarding on an appliance without a container runtime.
 var errNoRuntime = errors.New("no container runtime: set [tenants] runtime = docker")
-
-// stepTimeout bounds waiting for a slow peer inside a step.
-const stepTimeout = 5 * time.Minute
 
 // logOrDiscard returns log, or a logger that drops everything.
 func logOrDiscard(log *slog.Logger) *slog.Logger {

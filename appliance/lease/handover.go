@@ -107,6 +107,11 @@ type Journal interface {
 // with the reason in LastError, and it does not count toward MaxAttempts.
 var ErrWait = errors.New("waiting")
 
+// Hosts keeps tenants' Foremans' hosts (tenants.Plan).
+type Hosts interface {
+	HostFor(ctx context.Context, tenant, node string) error
+}
+
 // Machine runs handovers.
 type Machine struct {
 	Hardware Hardware
@@ -114,6 +119,11 @@ type Machine struct {
 	Journal  Journal
 	// Project names the allocator project of a tenant.
 	Project func(tenant string) string
+	// Hosts, if set, makes the node's host in its new tenant's Foreman at
+	// the activate step. A failure there does not hold the node back from
+	// its tenant: the step records it, and the tenants' drift pass makes
+	// the host later.
+	Hosts Hosts
 	// MaxAttempts failures of one step mark the handover stuck.
 	MaxAttempts int
 	// PowerOffTimeout bounds waiting for a node to read off (default 1m).
@@ -181,8 +191,17 @@ func (m *Machine) Run(ctx context.Context, h Handover) (Handover, error) {
 // skipped.
 func (m *Machine) act(ctx context.Context, h Handover, step Step) (skipped string, err error) {
 	switch step {
-	case StepFence, StepActivate:
+	case StepFence:
 		return "", nil // the journal changes the holder atomically with Complete
+	case StepActivate:
+		// The journal sets the holder atomically with Complete.
+		if m.Hosts == nil || h.To == "" {
+			return "", nil
+		}
+		if err := m.Hosts.HostFor(ctx, h.To, h.Node); err != nil {
+			return "host not made in " + h.To + "'s Foreman yet (" + err.Error() + "); the tenants' drift pass makes it", nil
+		}
+		return "", nil
 	case StepPowerOff:
 		return m.powerOff(ctx, h.Node)
 	case StepUnbindDisk:
