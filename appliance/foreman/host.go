@@ -185,7 +185,7 @@ func (c *Client) Power(ctx context.Context, id int) (string, error) {
 	return out.State, nil
 }
 
-// PowerActions are the actions SetPower takes.
+// PowerActions returns the actions SetPower takes.
 // Foreman 3.12 lists "start, stop, poweroff, reboot, reset, soft, cycle,
 // state, on, off, status, ready?" and answers 422 to any other.
 func PowerActions() []string {
