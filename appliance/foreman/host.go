@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -184,19 +185,17 @@ func (c *Client) Power(ctx context.Context, id int) (string, error) {
 	return out.State, nil
 }
 
-// PowerActions are the actions SetPower takes.
+// PowerActions returns the actions SetPower takes.
 // Foreman 3.12 lists "start, stop, poweroff, reboot, reset, soft, cycle,
 // state, on, off, status, ready?" and answers 422 to any other.
-var PowerActions = []string{"on", "start", "off", "stop", "poweroff", "soft", "reboot", "cycle", "reset"}
+func PowerActions() []string {
+	return []string{"on", "start", "off", "stop", "poweroff", "soft", "reboot", "cycle", "reset"}
+}
 
 // SetPower sends a power action to host id through Foreman.
 func (c *Client) SetPower(ctx context.Context, id int, action string) error {
-	ok := false
-	for _, a := range PowerActions {
-		ok = ok || a == action
-	}
-	if !ok {
-		return fmt.Errorf("power action %q: want one of %s", action, strings.Join(PowerActions, ", "))
+	if !slices.Contains(PowerActions(), action) {
+		return fmt.Errorf("power action %q: want one of %s", action, strings.Join(PowerActions(), ", "))
 	}
 	var out struct {
 		Power bool `json:"power"`
