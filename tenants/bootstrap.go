@@ -189,7 +189,10 @@ func (o *offboarding) revoke(ctx context.Context) (string, error) {
 }
 
 func (o *offboarding) disks(ctx context.Context) (string, error) {
-	if o.opts.KeepDisks || o.Disks == nil {
+	if o.Disks == nil {
+		return "no M2 storage here", nil
+	}
+	if o.opts.KeepDisks {
 		return "kept", nil
 	}
 	n, err := o.Disks.RemoveTenantDisks(ctx, o.tenant)
