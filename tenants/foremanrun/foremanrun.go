@@ -72,7 +72,8 @@ type Options struct {
 	PostgresMemory    int64  // bytes for the shared server; default 1 GiB
 	// TemplateTimeout bounds one migrate+seed run; default 15 minutes.
 	TemplateTimeout time.Duration
-	// StartTimeout bounds the wait for a Foreman's /api/v2/ping; default 5 minutes.
+	// StartTimeout bounds the wait for a Foreman's /api/v2/ping; default 15 minutes
+	// (a cold start took over 5 minutes on 2 cores under load).
 	StartTimeout time.Duration
 	Logger       *slog.Logger
 }
@@ -115,7 +116,7 @@ func New(rt Runtime, o Options) (*Runner, error) {
 		o.TemplateTimeout = 15 * time.Minute
 	}
 	if o.StartTimeout == 0 {
-		o.StartTimeout = 5 * time.Minute
+		o.StartTimeout = 15 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -71,7 +71,7 @@ func TestForemanTemplateAndCold(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real Foremans take minutes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	owner := "mf" + randHex(4)
 	rt, err := docker.New(ctx, docker.Options{Owner: owner, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
@@ -88,7 +88,7 @@ func TestForemanTemplateAndCold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenants := []string{"ta", "tb", "tc"}
+	tenants := []string{"ta", "tb", "tc", "td"}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -212,6 +212,14 @@ func TestForemanTemplateAndCold(t *testing.T) {
 	}
 	t.Logf("MEASURED cold path (migrate+seed+server, own empty database): tc container start -> ping 200 in %v", cold.Ready.Round(100*time.Millisecond))
 	pingOK(t, cold.URL)
+
+	// The template path alone, under the same conditions as the cold one.
+	warm, err := r.EnsureForeman(ctx, specs["td"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("MEASURED template path, alone: td container start -> ping 200 in %v", warm.Ready.Round(100*time.Millisecond))
+	pingOK(t, warm.URL)
 
 	for range 2 {
 		if err := r.DropDatabase(ctx, "tc"); err != nil {

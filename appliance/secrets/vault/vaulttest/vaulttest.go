@@ -73,7 +73,8 @@ func Start(t testing.TB) *Server {
 		if os.Getenv("MALLEABLE_REQUIRE_REAL") == "1" {
 			t.Fatal(msg)
 		}
-		t.Log("=== " + msg)
+		// Also on stderr: without -v, go test hides skip messages.
+		fmt.Fprintf(os.Stderr, "=== %s: %s\n", t.Name(), msg)
 		t.Skip(msg)
 	}
 	token := make([]byte, 16)
