@@ -116,6 +116,19 @@ func validFor(certPEM []byte, t time.Time) bool {
 	return err == nil && t.Before(c.NotAfter)
 }
 
+// notBefore is a PEM certificate's start.
+func notBefore(certPEM []byte) (time.Time, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return time.Time{}, errors.New("not a PEM certificate")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return c.NotBefore, nil
+}
+
 // serialOf is a PEM certificate's serial as the CA names it.
 func serialOf(certPEM []byte) (string, error) {
 	b, _ := pem.Decode(certPEM)

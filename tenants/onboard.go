@@ -255,9 +255,15 @@ func (o *onboarding) startForeman(ctx context.Context) (string, error) {
 }
 
 func (o *onboarding) proxy(ctx context.Context) (string, error) {
+	// The INI's header names its time: the certificate's, so that the
+	// same proxy makes the same files and drift leaves it running.
+	issued, err := notBefore(o.sec[secretProxyCert])
+	if err != nil {
+		return "", err
+	}
 	ini, err := smartproxy.INI(smartproxy.InitSpec{Dir: ProxyDir, Tenant: o.tenant, BrokerURL: o.broker,
 		BrokerToken: string(o.sec[secretBrokerToken]), Listen: ":" + proxyPort, Hosts: []string{o.proxyFQDN(o.tenant)},
-		ForemanCN: o.foremanFQDN(o.tenant), Now: o.now()})
+		ForemanCN: o.foremanFQDN(o.tenant), Now: issued})
 	if err != nil {
 		return "", err
 	}

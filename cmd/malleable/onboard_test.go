@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
+	"github.com/malleable-cloud/malleable/appliance/secrets/vault/vaulttest"
 )
 
 // foremanAPI calls a tenant's Foreman API as its admin.
@@ -53,28 +54,45 @@ func labelled(t *testing.T, label string) string {
 }
 
 // TestTenantOnboarding onboards a tenant on the real Docker engine with
-// the real Foreman 3.12 of the kit: `tenant add` follows the job's steps
-// to the end; the tenant's Foreman holds its smart-proxy with the BMC
-// feature and a host for the node it leases, whose power it reads through
-// the proxy and the broker; the Foreman login is shown once; offboarding
-// leaves nothing labelled for the tenant.
+// the real Foreman 3.12 of the kit, with the embedded secret store and CA
+// and with a real Vault: `tenant add` follows the job's steps to the end;
+// the tenant's Foreman holds its smart-proxy with the BMC feature and a
+// host for the node it leases, whose power it reads through the proxy and
+// the broker; the Foreman login is shown once; with the embedded store, a
+// removed proxy and a stopped Foreman are restored by the drift pass and a
+// restarted appliance adopts its running containers; offboarding leaves
+// nothing labelled for the tenant.
 func TestTenantOnboarding(t *testing.T) {
 	requireForemanKit(t)
 	requireTools(t, "ipmi_sim")
+	t.Run("embedded", func(t *testing.T) { onboardOne(t, nil) })
+	t.Run("vault", func(t *testing.T) { onboardOne(t, vaulttest.Start(t)) })
+}
+
+// onboardOne onboards one tenant and offboards it, its secrets in v when
+// set, else in the embedded store.
+func onboardOne(t *testing.T, v *vaulttest.Server) {
 	work := t.TempDir()
 	b := make([]byte, 3)
 	rand.Read(b)
 	tenant := "onb-" + hex.EncodeToString(b)
 
-	cfg := filepath.Join(work, "appliance.ini")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`[m2]
+	conf := fmt.Sprintf(`[m2]
 enabled = false
 [tenants]
 runtime = docker
 foreman_image = %s
 postgres_image = %s
 broker_port = %d
-`, foremanImage, postgresImage, freeTCPPort(t))), 0o600)
+drift_interval = 2s
+`, foremanImage, postgresImage, freeTCPPort(t))
+	if v != nil {
+		tok := filepath.Join(work, "vault.token")
+		os.WriteFile(tok, []byte(v.RootToken+"\n"), 0o600)
+		conf += fmt.Sprintf("[vault]\naddress = %s\ntoken_file = %s\n", v.Addr, tok)
+	}
+	cfg := filepath.Join(work, "appliance.ini")
+	os.WriteFile(cfg, []byte(conf), 0o600)
 	d := startDaemon(t, filepath.Join(work, "state"), "--config", cfg)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -150,6 +168,12 @@ broker_port = %d
 		t.Errorf("rack-1's power through the tenant's Foreman: %d %s", st, body)
 	}
 
+	if v != nil {
+		checkVault(t, v, tenant)
+	} else {
+		d = checkDrift(t, d, tenant, f, work, cfg)
+	}
+
 	// Offboarding ends the lease and leaves nothing of the tenant's.
 	out = d.ok(t, "tenant", "offboard", tenant)
 	t.Logf("offboarding:\n%s", out)
@@ -158,5 +182,94 @@ broker_port = %d
 	}
 	if show := d.ok(t, "tenant", "show", tenant); !strings.Contains(show, "registered") {
 		t.Errorf("tenant after offboarding: %s", show)
+	}
+}
+
+// containerStarts maps the tenant's containers to when they started.
+func containerStarts(t *testing.T, tenant string) map[string]string {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "--filter", "label=malleable.tenant="+tenant, "--format", "{{.Names}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	starts := map[string]string{}
+	for _, name := range strings.Fields(string(out)) {
+		at, _ := exec.Command("docker", "inspect", "-f", "{{.State.StartedAt}}", name).Output()
+		starts[name] = strings.TrimSpace(string(at))
+	}
+	return starts
+}
+
+// checkDrift removes the tenant's smart-proxy and stops its Foreman, and
+// waits for the drift pass to restore both; then restarts the appliance,
+// which adopts the running containers without restarting them, and
+// returns the new daemon.
+func checkDrift(t *testing.T, d *daemon, tenant string, f foremanAPI, work, cfg string) *daemon {
+	t.Helper()
+	proxy, fm := "malleable-"+tenant+"-smart-proxy", "malleable-"+tenant+"-foreman"
+	if out, err := exec.Command("docker", "rm", "-f", proxy).CombinedOutput(); err != nil {
+		t.Fatalf("remove the proxy: %v %s", err, out)
+	}
+	if out, err := exec.Command("docker", "stop", fm).CombinedOutput(); err != nil {
+		t.Fatalf("stop Foreman: %v %s", err, out)
+	}
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		starts := containerStarts(t, tenant)
+		if len(starts) == 2 {
+			if st, _ := f.get(t, "/api/hosts/rack-1/power"); st == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("drift did not restore the tenant: running %v\n%s", starts, d.log)
+		}
+		time.Sleep(time.Second)
+	}
+
+	before := containerStarts(t, tenant)
+	d.stop(t)
+	d = startDaemon(t, filepath.Join(work, "state"), "--config", cfg)
+	time.Sleep(5 * time.Second) // two drift passes
+	if after := containerStarts(t, tenant); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("the restarted appliance restarted containers:\nbefore %v\nafter  %v", before, after)
+	}
+	// The proxy reaches the broker again through the restored listener.
+	deadline = time.Now().Add(time.Minute)
+	for {
+		st, body := f.get(t, "/api/hosts/rack-1/power")
+		if st == 200 && strings.Contains(body, `"state":"o`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("power after the restart: %d %s\n%s", st, body, d.log)
+		}
+		time.Sleep(time.Second)
+	}
+	return d
+}
+
+// checkVault: the tenant's secrets are at the documented paths in Vault's
+// KV, and its certificates came from Vault's PKI.
+func checkVault(t *testing.T, v *vaulttest.Server, tenant string) {
+	t.Helper()
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", v.Addr+path, nil)
+		req.Header.Set("X-Vault-Token", v.RootToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, name := range []string{"foreman/admin-password", "database/password", "broker/token", "bmc/password", "certs/proxy.crt"} {
+		if st, body := get("/v1/secret/data/malleable/tenants/" + tenant + "/" + name); st != 200 {
+			t.Errorf("Vault secret %s: %d %s", name, st, body)
+		}
+	}
+	if st, body := get("/v1/pki/certs"); st != 200 && st != 404 || !strings.Contains(body, "keys") {
+		t.Errorf("Vault PKI issued nothing: %d %s", st, body)
 	}
 }
