@@ -66,7 +66,7 @@ func startTenants(ctx context.Context, cfg Config, st *store.Store, sec secrets.
 		err = sec.Put(ctx, seedPasswordPath, seed)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("Foreman seed password: %w", err)
+		return nil, fmt.Errorf("the seed password of tenants' Foremans: %w", err)
 	}
 	self, err := os.Executable()
 	if err != nil {

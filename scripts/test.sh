@@ -49,6 +49,12 @@ else
 fi
 # Tests that need a real component fail instead of skipping when it is absent.
 export MALLEABLE_REQUIRE_REAL=1
+# A real Vault server binary (v1.21.0 built from the Go module proxy, cached):
+# built in the background while the Foreman kit builds; ~5 min the first time.
+vaultlog=${TMPDIR:-/tmp}/malleable-vault-build.log
+echo "==> Vault: scripts/vault.sh in the background (first time ~5 min, then cached; log $vaultlog)"
+scripts/vault.sh > "$vaultlog.out" 2> "$vaultlog" &
+vaultpid=$!
 # A real Foreman 3.12 (local/foreman:3.12, local/postgres:15) from the kit beside
 # the repository, for the smart-proxy's test against it; idempotent, seconds when
 # the images are built.
@@ -58,6 +64,11 @@ if [ -x "$shared/foreman/build.sh" ]; then
 else
 	echo "==> Foreman kit: ../shared/foreman not found; TestRealForeman will fail under MALLEABLE_REQUIRE_REAL=1"
 fi
+
+if ! wait "$vaultpid"; then tail -30 "$vaultlog"; echo "Vault build failed (log: $vaultlog)"; exit 1; fi
+MALLEABLE_VAULT=$(tail -n1 "$vaultlog.out")
+export MALLEABLE_VAULT
+echo "==> Vault: $MALLEABLE_VAULT"
 
 echo "==> gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

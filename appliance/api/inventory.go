@@ -172,7 +172,13 @@ func (a *API) deleteTenant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	err = a.store.DeleteTenant(r.Context(), name, a.now())
+	t, err := a.store.GetTenant(r.Context(), name)
+	if err == nil && t.State != inventory.TenantRegistered {
+		err = httpx.Errorf(http.StatusConflict, "tenant %s is %s: offboard it first (malleable tenant offboard %s)", name, t.State, name)
+	}
+	if err == nil {
+		err = a.store.DeleteTenant(r.Context(), name, a.now())
+	}
 	a.audit(r, "tenant.delete", "tenant/"+name, "", err)
 	if err != nil {
 		return err
