@@ -3,26 +3,24 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/bmc/bmctest"
+	"github.com/malleable-cloud/malleable/appliance/foreman/foremantest"
 )
 
 // The Foreman kit's images (../shared/foreman, built by its build.sh).
 const (
-	foremanImage   = "local/foreman:3.12"
-	postgresImage  = "local/postgres:15"
+	foremanImage   = foremantest.ForemanImage
+	postgresImage  = foremantest.PostgresImage
 	foremanCNReal  = "foreman.acme.test"
 	foremanAdminPW = "foreman-admin-pw-0123"
 )
@@ -201,25 +199,9 @@ func TestRealForeman(t *testing.T) {
 }
 
 // requireForemanKit skips the test, loudly, without Docker or the kit's
-// images, or fails it under MALLEABLE_REQUIRE_REAL=1.
-func requireForemanKit(t *testing.T) {
-	t.Helper()
-	miss := func(why string) {
-		msg := "REAL FOREMAN TEST NOT RUN: " + why + " (build the kit with ../shared/foreman/build.sh)"
-		if os.Getenv(bmctest.RequireRealEnv) == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if _, err := exec.LookPath("docker"); err != nil {
-		miss("docker is not installed")
-	}
-	for _, img := range []string{foremanImage, postgresImage} {
-		if out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Id}}", img).CombinedOutput(); err != nil {
-			miss(fmt.Sprintf("image %s: %v: %s", img, err, bytes.TrimSpace(out)))
-		}
-	}
-}
+// requireForemanKit skips (or, under MALLEABLE_REQUIRE_REAL=1, fails) a
+// test without the kit's Foreman images.
+func requireForemanKit(t *testing.T) { foremantest.RequireKit(t) }
 
 // foreman is a running Foreman of the kit and its API's admin login.
 type foreman struct {
@@ -227,85 +209,20 @@ type foreman struct {
 	http *http.Client
 }
 
-// startForeman runs PostgreSQL and Foreman on the host network, on free
-// loopback ports, with the client certificate and CA `smart-proxy init`
-// wrote in proxyDir, and waits (at most 5 minutes) until Foreman answers.
-// Both containers are removed when the test ends.
+// startForeman runs the kit's Foreman (foremantest.StartReal) with the
+// client certificate and CA `smart-proxy init` wrote in proxyDir.
 func startForeman(t *testing.T, proxyDir string) *foreman {
 	t.Helper()
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	prefix := "malleable-test-" + hex.EncodeToString(suffix)
-	dbPort, webPort := freeTCPPort(t), freeTCPPort(t)
-	dbPW := "pg-" + hex.EncodeToString(suffix)
-
-	// Foreman runs as uid 1001: give it its own copies of its files.
-	mounts := t.TempDir()
-	for src, dst := range map[string]string{"foreman.crt": "client_cert.pem", "foreman.key": "client_key.pem", "ca.crt": "proxy_ca.pem"} {
-		b, err := os.ReadFile(filepath.Join(proxyDir, src))
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(proxyDir, name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := filepath.Join(mounts, dst)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(p, 1001, 0); err != nil {
-			t.Fatal(err)
-		}
+		return b
 	}
-	docker := func(args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("docker %s: %v\n%s", args[0], err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, c := range []string{prefix + "-foreman", prefix + "-db"} {
-				out, _ := exec.Command("docker", "logs", "--tail", "60", c).CombinedOutput()
-				t.Logf("--- docker logs %s ---\n%s", c, out)
-			}
-		}
-		exec.Command("docker", "rm", "-f", "-v", prefix+"-foreman", prefix+"-db").Run()
-	})
-	docker("run", "-d", "--name", prefix+"-db", "--network", "host", "--label", "malleable.test=foreman",
-		"-e", "POSTGRES_USER=foreman", "-e", "POSTGRES_PASSWORD="+dbPW, "-e", "POSTGRES_DB=foreman",
-		postgresImage, "-c", fmt.Sprintf("port=%d", dbPort), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off")
-	docker("run", "-d", "--name", prefix+"-foreman", "--network", "host", "--label", "malleable.test=foreman",
-		"-e", fmt.Sprintf("DATABASE_URL=postgresql://foreman:%s@127.0.0.1:%d/foreman", dbPW, dbPort),
-		"-e", "SEED_ADMIN_USER=admin", "-e", "SEED_ADMIN_PASSWORD="+foremanAdminPW,
-		"-e", "SEED_ORGANIZATION=Malleable", "-e", "SEED_LOCATION=Lab", "-e", "ENCRYPTION_KEY="+hex.EncodeToString(make([]byte, 16)),
-		"-e", "FOREMAN_DB_WAIT=120", "-e", fmt.Sprintf("FOREMAN_BIND=tcp://127.0.0.1:%d", webPort),
-		"-v", filepath.Join(mounts, "client_cert.pem")+":/etc/foreman/client_cert.pem:ro",
-		"-v", filepath.Join(mounts, "client_key.pem")+":/etc/foreman/client_key.pem:ro",
-		"-v", filepath.Join(mounts, "proxy_ca.pem")+":/etc/foreman/proxy_ca.pem:ro",
-		foremanImage, "/bin/sh", "-c", fmt.Sprintf("bin/rails db:migrate && bin/rails db:seed && exec bin/rails server -e production -b 127.0.0.1 -p %d", webPort))
-
-	f := &foreman{url: fmt.Sprintf("http://127.0.0.1:%d", webPort), http: &http.Client{Timeout: 90 * time.Second}}
-	start := time.Now()
-	for {
-		resp, err := f.http.Get(f.url + "/api/v2/ping")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Since(start) > 5*time.Minute {
-			t.Fatalf("Foreman did not answer /api/v2/ping within 5 minutes (last: %v)", err)
-		}
-		if state := docker("inspect", "-f", "{{.State.Status}}", prefix+"-foreman"); state != "running" {
-			t.Fatalf("Foreman's container is %s", state)
-		}
-		time.Sleep(2 * time.Second)
-	}
-	t.Logf("Foreman 3.12 answered /api/v2/ping after %s", time.Since(start).Round(time.Second))
-	return f
+	in := foremantest.StartReal(t, foremantest.Options{AdminPassword: foremanAdminPW, Organization: "Malleable", Location: "Lab",
+		ClientCertPEM: read("foreman.crt"), ClientKeyPEM: read("foreman.key"), ProxyCAPEM: read("ca.crt")})
+	return &foreman{url: in.URL, http: &http.Client{Timeout: 90 * time.Second}}
 }
 
 // call sends a JSON request to Foreman's API v2 as its admin and returns
