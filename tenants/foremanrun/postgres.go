@@ -195,14 +195,19 @@ func (r *Runner) DropDatabase(ctx context.Context, tenant string) error {
 	return err
 }
 
-// templateName is one template per Foreman image: new migrations are not
-// run by the server-only command, so a new image needs a new template.
-func templateName(imageID string) string {
+// templateName is one template per Foreman image and seed password: new
+// migrations are not run by the server-only command, so a new image needs
+// a new template; and a Foreman cloned from a template accepts only the
+// admin password it was seeded with, so an appliance with another seed
+// password (another secret store on the same engine) needs its own. The
+// name holds a hash of the password, never the password.
+func templateName(imageID, seedPassword string) string {
 	id := strings.TrimPrefix(imageID, "sha256:")
 	if len(id) > 12 {
 		id = id[:12]
 	}
-	return "foreman_template_" + id
+	sum := sha256.Sum256([]byte("malleable foreman seed " + seedPassword))
+	return "foreman_template_" + id + "_" + hex.EncodeToString(sum[:4])
 }
 
 // dbURL is Foreman's DATABASE_URL for a role on the shared server.

@@ -55,7 +55,7 @@ func (r *Runner) ensureTemplate(ctx context.Context, pg docker.Container) (strin
 	if err != nil {
 		return "", fmt.Errorf("foreman image: %w", err)
 	}
-	tmpl := templateName(imageID)
+	tmpl := templateName(imageID, r.opts.SeedAdminPassword)
 	mark, err := r.dbMark(ctx, pg, tmpl)
 	if err != nil || mark == markTemplate {
 		return tmpl, err
