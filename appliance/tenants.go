@@ -40,7 +40,9 @@ func openSecrets(ctx context.Context, cfg Config, file *secrets.FileStore, now f
 		return nil, nil, nil, fmt.Errorf("[vault]: %w", err)
 	}
 	log.Info("secrets and certificates in Vault", "address", v.Address, "kv", v.KVMount+"/"+v.Root, "pki", v.PKIMount)
-	return c.Store(), c.Authority(), func() { c.Close() }, nil
+	// Running tenants keep their power while Vault is out of reach; new
+	// work (an onboarding) fails with Vault's error.
+	return secrets.NewLastKnown(c.Store(), log.With("component", "secrets")), c.Authority(), func() { c.Close() }, nil
 }
 
 // tenantParts are the tenant lifecycle's running parts.
