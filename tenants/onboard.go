@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -235,8 +238,39 @@ func (o *onboarding) database(ctx context.Context) (string, error) {
 	return "database t_" + strings.ReplaceAll(o.tenant, "-", "_"), nil
 }
 
+// foremanPort is where the tenant's Foreman answers on the appliance's
+// loopback: the port of the URL recorded at its first start, else a free
+// one, recorded before the container is made, so that the URL given to its
+// users outlives every restart or replacement of the container.
+func (o *onboarding) foremanPort(ctx context.Context) (int, error) {
+	t, err := o.Store.GetTenant(ctx, o.tenant)
+	if err != nil {
+		return 0, err
+	}
+	if u, err := url.Parse(t.ForemanURL); err == nil && u.Hostname() == "127.0.0.1" {
+		if p, err := strconv.Atoi(u.Port()); err == nil && p > 0 {
+			return p, nil
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a port for Foreman: %w", err)
+	}
+	p := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	state := inventory.TenantOnboarding
+	if o.drift {
+		state = inventory.TenantReady
+	}
+	return p, o.Store.SetTenantState(ctx, o.tenant, state, fmt.Sprintf("http://127.0.0.1:%d", p))
+}
+
 func (o *onboarding) startForeman(ctx context.Context) (string, error) {
-	f, err := o.Runtime.EnsureForeman(ctx, ForemanSpec{Tenant: o.tenant, NetworkID: o.net.ID,
+	port, err := o.foremanPort(ctx)
+	if err != nil {
+		return "", err
+	}
+	f, err := o.Runtime.EnsureForeman(ctx, ForemanSpec{Tenant: o.tenant, NetworkID: o.net.ID, HostPort: port,
 		DBPassword: string(o.sec[secretDBPassword]), EncryptionKey: string(o.sec[secretEncryptionKey]),
 		FQDN: o.foremanFQDN(o.tenant), ClientCert: o.sec[secretForemanCert], ClientKey: o.sec[secretForemanKey],
 		ProxyCA: o.sec[secretCA]})

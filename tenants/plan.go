@@ -31,6 +31,9 @@ type ForemanSpec struct {
 	EncryptionKey     string
 	// FQDN is the name the smart-proxy knows Foreman by.
 	FQDN string
+	// HostPort is where Foreman answers on the appliance's loopback,
+	// the same for the tenant's whole life.
+	HostPort int
 	// ClientCert and ClientKey are the certificate Foreman presents to
 	// its smart-proxy; ProxyCA the CA it trusts the proxy's by.
 	ClientCert, ClientKey, ProxyCA []byte

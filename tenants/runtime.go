@@ -89,7 +89,7 @@ func (d *Docker) EnsureDatabase(ctx context.Context, tenant, password string) er
 // EnsureForeman runs the tenant's Foreman and waits for its ping.
 func (d *Docker) EnsureForeman(ctx context.Context, s ForemanSpec) (Foreman, error) {
 	f, err := d.foreman.EnsureForeman(ctx, foremanrun.ForemanSpec{Tenant: s.Tenant, NetworkID: s.NetworkID,
-		DBPassword: s.DBPassword, EncryptionKey: s.EncryptionKey, FQDN: s.FQDN,
+		DBPassword: s.DBPassword, EncryptionKey: s.EncryptionKey, FQDN: s.FQDN, HostPort: s.HostPort,
 		ClientCert: s.ClientCert, ClientKey: s.ClientKey, ProxyCA: s.ProxyCA, Cold: d.opts.Cold})
 	if err != nil {
 		return Foreman{}, err

@@ -25,16 +25,25 @@ type foremanAPI struct {
 
 func (f foremanAPI) get(t *testing.T, path string) (int, string) {
 	t.Helper()
+	st, body, err := f.try(path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return st, body
+}
+
+// try is get for a Foreman that may not be answering yet.
+func (f foremanAPI) try(path string) (int, string, error) {
 	req, _ := http.NewRequest("GET", f.url+path, nil)
 	req.SetBasicAuth(f.user, f.password)
 	req.Header.Set("Accept", "application/json")
 	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), nil
 }
 
 // labelled lists the containers and networks Docker holds with a label.
@@ -230,7 +239,7 @@ func checkDrift(t *testing.T, d *daemon, tenant string, f foremanAPI, work, cfg 
 	for {
 		starts := containerStarts(t, tenant)
 		if len(starts) == 2 {
-			if st, _ := f.get(t, "/api/hosts/rack-1/power"); st == 200 {
+			if st, _, _ := f.try("/api/hosts/rack-1/power"); st == 200 {
 				break
 			}
 		}
@@ -250,9 +259,12 @@ func checkDrift(t *testing.T, d *daemon, tenant string, f foremanAPI, work, cfg 
 	// The proxy reaches the broker again through the restored listener.
 	deadline = time.Now().Add(time.Minute)
 	for {
-		st, body := f.get(t, "/api/hosts/rack-1/power")
+		st, body, err := f.try("/api/hosts/rack-1/power")
 		if st == 200 && strings.Contains(body, `"state":"o`) {
 			break
+		}
+		if err != nil {
+			body = err.Error()
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("power after the restart: %d %s\n%s", st, body, d.log)

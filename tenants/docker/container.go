@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,6 +85,10 @@ type ContainerSpec struct {
 	// nothing from an internal network, so the runtime also attaches the
 	// container to the tenant's publish network (no ICC, no masquerade).
 	PublishLocal []int
+	// HostPorts pins the host port of a PublishLocal port (container port
+	// -> host port on 127.0.0.1), so that a recreated container answers
+	// where its users were told; unpinned ports are random.
+	HostPorts map[int]int
 }
 
 // Container is what the Engine reports about one of our containers.
@@ -159,6 +164,11 @@ func (s ContainerSpec) validate() error {
 	for _, p := range s.PublishLocal {
 		if p < 1 || p > 65535 {
 			return bad("port %d", p)
+		}
+	}
+	for c, h := range s.HostPorts {
+		if !slices.Contains(s.PublishLocal, c) || h < 1 || h > 65535 {
+			return bad("host port %d for %d: want a port of a published one", h, c)
 		}
 	}
 	for _, e := range s.Env {

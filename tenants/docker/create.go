@@ -132,7 +132,11 @@ func (r *Runtime) configs(s ContainerSpec, hash string) (*container.Config, *con
 	for _, p := range s.PublishLocal {
 		port := nat.Port(strconv.Itoa(p) + "/tcp")
 		cfg.ExposedPorts[port] = struct{}{}
-		host.PortBindings[port] = []nat.PortBinding{{HostIP: "127.0.0.1", HostPort: ""}}
+		hostPort := ""
+		if h := s.HostPorts[p]; h != 0 {
+			hostPort = strconv.Itoa(h)
+		}
+		host.PortBindings[port] = []nat.PortBinding{{HostIP: "127.0.0.1", HostPort: hostPort}}
 	}
 	primary := s.Networks[0]
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{

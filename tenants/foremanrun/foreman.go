@@ -33,6 +33,9 @@ type ForemanSpec struct {
 	// ClientCert, ClientKey (PEM) are what Foreman presents to its
 	// smart-proxy; ProxyCA is the CA it trusts for it. Each optional.
 	ClientCert, ClientKey, ProxyCA []byte
+	// HostPort pins where Foreman answers on 127.0.0.1 (0: a random port),
+	// so that its URL outlives its container.
+	HostPort int
 	// Cold selects the official image's behaviour instead of the
 	// template: an empty database, migrate and seed at first start.
 	Cold bool
@@ -110,6 +113,9 @@ func (r *Runner) EnsureForeman(ctx context.Context, s ForemanSpec) (Foreman, err
 		[]docker.Attachment{{NetworkID: s.NetworkID, Aliases: []string{foremanAlias}}}, cmd, env, secretEnv, files)
 	spec.Restart = "unless-stopped"
 	spec.PublishLocal = []int{foremanPort}
+	if s.HostPort != 0 {
+		spec.HostPorts = map[int]int{foremanPort: s.HostPort}
+	}
 	spec.Health = &docker.Health{
 		Cmd: []string{"ruby", "-rnet/http", "-e",
 			`exit Net::HTTP.get_response(URI("http://127.0.0.1:3000/api/v2/ping")).is_a?(Net::HTTPSuccess) ? 0 : 1`},
