@@ -110,10 +110,10 @@ func (r *Runner) EnsureForeman(ctx context.Context, s ForemanSpec) (Foreman, err
 		[]docker.Attachment{{NetworkID: s.NetworkID, Aliases: []string{foremanAlias}}}, cmd, env, secretEnv, files)
 	spec.Restart = "unless-stopped"
 	spec.PublishLocal = []int{foremanPort}
+	// bash's /dev/tcp, not ruby: a health check runs every 30 s in every tenant.
 	spec.Health = &docker.Health{
-		Cmd: []string{"ruby", "-rnet/http", "-e",
-			`exit Net::HTTP.get_response(URI("http://127.0.0.1:3000/api/v2/ping")).is_a?(Net::HTTPSuccess) ? 0 : 1`},
-		Interval: 15 * time.Second, Timeout: 10 * time.Second, StartPeriod: 10 * time.Minute, Retries: 3,
+		Cmd: []string{"bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/3000 && printf 'GET /api/v2/ping HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 '`},
+		Interval: 30 * time.Second, Timeout: 10 * time.Second, StartPeriod: 10 * time.Minute, Retries: 3,
 	}
 	start := time.Now()
 	c, act, err := r.rt.Ensure(ctx, spec)
