@@ -112,7 +112,7 @@ func (r *Runner) EnsureForeman(ctx context.Context, s ForemanSpec) (Foreman, err
 	spec.PublishLocal = []int{foremanPort}
 	// bash's /dev/tcp, not ruby: a health check runs every 30 s in every tenant.
 	spec.Health = &docker.Health{
-		Cmd: []string{"bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/3000 && printf 'GET /api/v2/ping HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 '`},
+		Cmd:      []string{"bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/3000 && printf 'GET /api/v2/ping HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 '`},
 		Interval: 30 * time.Second, Timeout: 10 * time.Second, StartPeriod: 10 * time.Minute, Retries: 3,
 	}
 	start := time.Now()
