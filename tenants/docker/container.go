@@ -363,6 +363,7 @@ func toContainer(in container.InspectResponse) Container {
 	if in.Config != nil {
 		c.Tenant, c.Role, c.Image = in.Config.Labels[LabelTenant], in.Config.Labels[LabelRole], in.Config.Image
 	}
+	c.Restarts = in.RestartCount
 	if in.State != nil {
 		c.State = string(in.State.Status)
 		if in.State.Health != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/malleable-cloud/malleable/tenants/docker"
@@ -101,7 +102,9 @@ func (r *Runner) EnsureForeman(ctx context.Context, s ForemanSpec) (Foreman, err
 	cmd := []string{"bin/rails", "server", "-e", "production", "-b", "0.0.0.0", "-p", strconv.Itoa(foremanPort)}
 	secretEnv := map[string]string{"DATABASE_URL": dbURL(db, s.DBPassword, db), "ENCRYPTION_KEY": s.EncryptionKey}
 	if s.Cold {
-		cmd = nil // the image's default: migrate, seed, server
+		// The image's default command; spelled out, because a container
+		// whose entrypoint is overridden loses the image's CMD.
+		cmd = []string{"/bin/sh", "-c", "bin/rails db:migrate && bin/rails db:seed && exec " + strings.Join(cmd, " ")}
 		env = append(env, "SEED_ADMIN_USER="+r.opts.SeedAdminUser,
 			"SEED_ORGANIZATION="+DefaultOrganization, "SEED_LOCATION="+DefaultLocation)
 		secretEnv["SEED_ADMIN_PASSWORD"] = r.opts.SeedAdminPassword
@@ -157,9 +160,9 @@ func (r *Runner) waitPing(ctx context.Context, id, base string) error {
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrNotReady, err)
 			}
-			if c.State == "exited" || c.State == "dead" {
+			if c.State == "exited" || c.State == "dead" || c.Restarts >= 3 {
 				logs, _ := r.rt.Logs(context.WithoutCancel(ctx), id, 20)
-				return fmt.Errorf("%w: container exited %d:\n%s", ErrNotReady, c.ExitCode, logs)
+				return fmt.Errorf("%w: container %s, exit %d, %d restarts:\n%s", ErrNotReady, c.State, c.ExitCode, c.Restarts, logs)
 			}
 		}
 		select {
