@@ -97,6 +97,7 @@ type Container struct {
 	Health    string // starting, healthy, unhealthy; "" without a health check
 	StartedAt time.Time
 	ExitCode  int               // of the last run, when State is exited or dead
+	Restarts  int               // restarts by the Engine's restart policy
 	Ports     map[int]int       // container TCP port -> host port on 127.0.0.1
 	IPs       map[string]string // network ID -> the container's IPv4 on it
 }
