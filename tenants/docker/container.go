@@ -102,6 +102,7 @@ type Container struct {
 	Health    string // starting, healthy, unhealthy; "" without a health check
 	StartedAt time.Time
 	ExitCode  int               // of the last run, when State is exited or dead
+	Restarts  int               // restarts by the Engine's restart policy
 	Ports     map[int]int       // container TCP port -> host port on 127.0.0.1
 	IPs       map[string]string // network ID -> the container's IPv4 on it
 }
@@ -373,6 +374,7 @@ func toContainer(in container.InspectResponse) Container {
 	if in.Config != nil {
 		c.Tenant, c.Role, c.Image = in.Config.Labels[LabelTenant], in.Config.Labels[LabelRole], in.Config.Image
 	}
+	c.Restarts = in.RestartCount
 	if in.State != nil {
 		c.State = string(in.State.Status)
 		if in.State.Health != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/malleable-cloud/malleable/tenants/docker"
@@ -104,7 +105,9 @@ func (r *Runner) EnsureForeman(ctx context.Context, s ForemanSpec) (Foreman, err
 	cmd := []string{"bin/rails", "server", "-e", "production", "-b", "0.0.0.0", "-p", strconv.Itoa(foremanPort)}
 	secretEnv := map[string]string{"DATABASE_URL": dbURL(db, s.DBPassword, db), "ENCRYPTION_KEY": s.EncryptionKey}
 	if s.Cold {
-		cmd = nil // the image's default: migrate, seed, server
+		// The image's default command; spelled out, because a container
+		// whose entrypoint is overridden loses the image's CMD.
+		cmd = []string{"/bin/sh", "-c", "bin/rails db:migrate && bin/rails db:seed && exec " + strings.Join(cmd, " ")}
 		env = append(env, "SEED_ADMIN_USER="+r.opts.SeedAdminUser,
 			"SEED_ORGANIZATION="+DefaultOrganization, "SEED_LOCATION="+DefaultLocation)
 		secretEnv["SEED_ADMIN_PASSWORD"] = r.opts.SeedAdminPassword
@@ -116,10 +119,10 @@ func (r *Runner) EnsureForeman(ctx context.Context, s ForemanSpec) (Foreman, err
 	if s.HostPort != 0 {
 		spec.HostPorts = map[int]int{foremanPort: s.HostPort}
 	}
+	// bash's /dev/tcp, not ruby: a health check runs every 30 s in every tenant.
 	spec.Health = &docker.Health{
-		Cmd: []string{"ruby", "-rnet/http", "-e",
-			`exit Net::HTTP.get_response(URI("http://127.0.0.1:3000/api/v2/ping")).is_a?(Net::HTTPSuccess) ? 0 : 1`},
-		Interval: 15 * time.Second, Timeout: 10 * time.Second, StartPeriod: 10 * time.Minute, Retries: 3,
+		Cmd:      []string{"bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/3000 && printf 'GET /api/v2/ping HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 '`},
+		Interval: 30 * time.Second, Timeout: 10 * time.Second, StartPeriod: 10 * time.Minute, Retries: 3,
 	}
 	start := time.Now()
 	c, act, err := r.rt.Ensure(ctx, spec)
@@ -163,9 +166,9 @@ func (r *Runner) waitPing(ctx context.Context, id, base string) error {
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrNotReady, err)
 			}
-			if c.State == "exited" || c.State == "dead" {
+			if c.State == "exited" || c.State == "dead" || c.Restarts >= 3 {
 				logs, _ := r.rt.Logs(context.WithoutCancel(ctx), id, 20)
-				return fmt.Errorf("%w: container exited %d:\n%s", ErrNotReady, c.ExitCode, logs)
+				return fmt.Errorf("%w: container %s, exit %d, %d restarts:\n%s", ErrNotReady, c.State, c.ExitCode, c.Restarts, logs)
 			}
 		}
 		select {

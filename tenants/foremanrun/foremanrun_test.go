@@ -2,10 +2,16 @@ package foremanrun
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"strings"
 	"sync"
@@ -120,6 +126,10 @@ func TestForemanTemplateAndCold(t *testing.T) {
 		specs[tn] = ForemanSpec{Tenant: tn, NetworkID: n.ID, DBPassword: pw[tn], EncryptionKey: randHex(16),
 			FQDN: tn + ".example.com", Cold: tn == "tc"}
 	}
+	certPEM, keyPEM := selfSigned(t, "ta.example.com")
+	ta := specs["ta"]
+	ta.ClientCert, ta.ClientKey, ta.ProxyCA = certPEM, keyPEM, certPEM
+	specs["ta"] = ta
 
 	// The template: built once, on the first tenant database.
 	start := time.Now()
@@ -156,6 +166,15 @@ func TestForemanTemplateAndCold(t *testing.T) {
 	}
 	if got["ta"].URL == got["tb"].URL {
 		t.Error("two tenants share one URL")
+	}
+
+	// The client certificate files: the Foreman user's, 0400, applied by the entrypoint.
+	out, _, code, err := rt.Exec(ctx, got["ta"].Container.ID, []string{"stat", "-c", "%n %a %u", "/etc/foreman/client_cert.pem", "/etc/foreman/client_key.pem", "/etc/foreman/proxy_ca.pem"})
+	if err != nil || code != 0 || strings.Count(out, " 400 1001") != 3 {
+		t.Errorf("certificate files: %q exit %d err %v; want three files 0400 owned by 1001", out, code, err)
+	}
+	if logs, _ := rt.Logs(ctx, got["ta"].Container.ID, 200); !strings.Contains(logs, "ssl_priv_key: /etc/foreman/client_key.pem") {
+		t.Errorf("the entrypoint did not apply the client key; logs:\n%s", logs)
 	}
 
 	// Each clone has its own instance_id and no copied sessions.
@@ -226,6 +245,26 @@ func TestForemanTemplateAndCold(t *testing.T) {
 			t.Errorf("DropDatabase: %v", err)
 		}
 	}
+}
+
+// selfSigned returns a throwaway certificate and key (PEM).
+func selfSigned(t *testing.T, cn string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 
 func pingOK(t *testing.T, base string) {
