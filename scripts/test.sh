@@ -49,6 +49,11 @@ else
 fi
 # Tests that need a real component fail instead of skipping when it is absent.
 export MALLEABLE_REQUIRE_REAL=1
+# A real Vault (v1.21.0, built once from the Go module proxy into a cache:
+# about 5 minutes the first time, instant after) for appliance/secrets/vault.
+echo "==> Vault: scripts/vault.sh (first time ~5 min)"
+MALLEABLE_VAULT=$(scripts/vault.sh)
+export MALLEABLE_VAULT
 # A real Foreman 3.12 (local/foreman:3.12, local/postgres:15) from the kit beside
 # the repository, for the smart-proxy's test against it; idempotent, seconds when
 # the images are built.
