@@ -210,8 +210,8 @@ func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
 // ensure enables the PKI mount (max TTL pki.CAValidity) and generates the
 // root CA if they are missing; once per Client.
 func (a *Authority) ensure(ctx context.Context) error {
-	a.c.pkiOnce.Lock()
-	defer a.c.pkiOnce.Unlock()
+	a.c.pkiMu.Lock()
+	defer a.c.pkiMu.Unlock()
 	if a.c.pkiReady {
 		return nil
 	}

@@ -125,7 +125,7 @@ type Client struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 
-	pkiOnce sync.Mutex // guards pkiReady
+	pkiMu sync.Mutex // guards pkiReady
 	// pkiReady is set once the PKI mount and root CA are known to exist.
 	pkiReady bool
 	roleMu   sync.Mutex
@@ -133,12 +133,15 @@ type Client struct {
 }
 
 // Connect checks Vault is reachable and unsealed, logs in, and starts the
-// token's renewal in the background. Errors wrap ErrConfig,
+// token's renewal in the background (log may be nil). Errors wrap ErrConfig,
 // ErrUnreachable, ErrSealed or ErrPermissionDenied.
 func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	ac, err := newAPIClient(cfg)
 	if err != nil {

@@ -447,3 +447,14 @@ func mustClone(t *testing.T, c *api.Client) *api.Client {
 	}
 	return cl
 }
+
+// TestLocalOverKV: the embedded CA also runs with its state in Vault's KV
+// (the contract suite, each subtest under a Root of its own).
+func TestLocalOverKV(t *testing.T) {
+	srv := vaulttest.Start(t)
+	var n atomic.Int64
+	pkitest.Run(t, func(t *testing.T) pki.Authority {
+		s := connect(t, srv, Config{Root: fmt.Sprintf("local-%d", n.Add(1))}).Store()
+		return pki.NewLocal(s, time.Now)
+	})
+}
