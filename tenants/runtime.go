@@ -8,6 +8,7 @@ import (
 	"path"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/malleable-cloud/malleable/tenants/docker"
 	"github.com/malleable-cloud/malleable/tenants/foremanrun"
@@ -136,6 +137,10 @@ func (d *Docker) EnsureProxy(ctx context.Context, s ProxySpec) error {
 		Tenant: s.Tenant, Role: roleProxy, Name: d.rt.Owner() + "-" + s.Tenant + "-" + roleProxy, Image: tag,
 		Files: files, User: fmt.Sprintf("%d:%d", proxyUID, proxyUID), ReadOnlyRootfs: true,
 		CapDrop: []string{"ALL"}, NoNewPrivileges: true, MemoryBytes: 64 << 20, PidsLimit: 128, Restart: "unless-stopped",
+		// The image's check, every 10 s, but every 500 ms while it starts:
+		// onboarding waits for the first healthy answer.
+		Health: &docker.Health{Cmd: []string{"/malleable", "smart-proxy", "health"}, Interval: 10 * time.Second,
+			Timeout: 5 * time.Second, StartPeriod: 30 * time.Second, StartInterval: 500 * time.Millisecond, Retries: 3},
 		Networks: []docker.Attachment{{NetworkID: s.NetworkID, Aliases: []string{s.Alias}}},
 	})
 	if err != nil {

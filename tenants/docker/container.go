@@ -43,7 +43,10 @@ type Health struct {
 	Interval    time.Duration
 	Timeout     time.Duration
 	StartPeriod time.Duration
-	Retries     int
+	// StartInterval is the interval between checks during StartPeriod
+	// (Docker API 1.44+); Interval when zero.
+	StartInterval time.Duration
+	Retries       int
 }
 
 // Attachment connects a container to a network by ID, with DNS aliases.
