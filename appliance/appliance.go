@@ -34,6 +34,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
+	"github.com/malleable-cloud/malleable/tenants"
 )
 
 // Parts are what the appliance's listener serves: the admin API, the
@@ -184,7 +185,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts RunOptions) err
 			Hook:            opts.Hook,
 		},
 	}
-	tp, err := startTenants(ctx, cfg, st, secStore, ca, rec, m2b, now, log)
+	var tenantDisks tenants.DiskRemover
+	switch {
+	case remote != nil:
+		tenantDisks = remote
+	case m2b != nil:
+		tenantDisks = m2b
+	}
+	tp, err := startTenants(ctx, cfg, st, secStore, ca, rec, tenantDisks, now, log)
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,10 @@ func TestParseConfig(t *testing.T) {
 			ini:  "[docker]\nhost = unix:///run/docker.sock\n",
 			errs: []string{"[docker]: unknown section"},
 		},
+		"m2 endpoint in clear text": {
+			ini:  "[m2]\nendpoint = http://storage.example:8781\nappliance = ftp://x:1\n",
+			errs: []string{"m2.endpoint: \"http://storage.example:8781\": the admin token crosses this link: use https", "m2.appliance: \"ftp://x:1\" is not http(s)://host:port"},
+		},
 		"vault without a credential": {
 			ini:  "[vault]\naddress = http://127.0.0.1:8200\n",
 			errs: []string{"vault.token_file: set either token_file or role_id"},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -63,12 +64,16 @@ func newM2Remote(endpoint, token string, t server.Timeouts, log *slog.Logger) (*
 	return m, nil
 }
 
-// parseEndpoint accepts http(s)://host:port with no path, query or user.
+// parseEndpoint accepts http(s)://host:port with no path, query or user;
+// plain http only to a loopback address, since the admin token crosses it.
 func parseEndpoint(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" ||
 		strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
 		return nil, fmt.Errorf("%q is not http(s)://host:port", s)
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); u.Scheme == "http" && (err != nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("%q: the admin token crosses this link: use https, or http to a loopback address only", s)
 	}
 	u.Path = ""
 	return u, nil
@@ -117,6 +122,43 @@ func (m *m2Remote) UnbindNode(ctx context.Context, node, tenant string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// RemoveTenantDisks deletes every disk (detached first) and snapshot of
+// the tenant's project on the standalone backend: the offboarding's disks
+// step, as server.Backend.RemoveTenantDisks does for the embedded one.
+func (m *m2Remote) RemoveTenantDisks(ctx context.Context, tenant string) (int, error) {
+	disks, err := m.client.Disks(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, d := range disks {
+		if d.Node != "" {
+			if err := m.client.Detach(ctx, tenant, d.Name); err != nil {
+				errs = append(errs, fmt.Errorf("detach %s/%s: %w", tenant, d.Name, err))
+				continue
+			}
+		}
+		if err := m.client.DeleteDisk(ctx, tenant, d.Name); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s/%s: %w", tenant, d.Name, err))
+			continue
+		}
+		n++
+	}
+	snaps, err := m.client.Snapshots(ctx, tenant)
+	if err != nil {
+		return n, errors.Join(append(errs, err)...)
+	}
+	for _, s := range snaps {
+		if err := m.client.RemoveSnapshot(ctx, tenant, s.Name); err != nil {
+			errs = append(errs, fmt.Errorf("delete snapshot %s/%s: %w", tenant, s.Name, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // remoteCaller is who calls a standalone backend: the appliance (the

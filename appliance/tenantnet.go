@@ -72,6 +72,12 @@ func (t *tenantListeners) Listen(ctx context.Context, tenant, host string) (stri
 	go func() {
 		if err := l.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			t.log.Error("tenant listener stopped", "tenant", tenant, "err", err)
+			// Forget it, so that the next Listen opens a new one.
+			t.mu.Lock()
+			if t.byID[tenant] == l {
+				delete(t.byID, tenant)
+			}
+			t.mu.Unlock()
 		}
 	}()
 	t.byID[tenant] = l

@@ -10,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/malleable-cloud/malleable/appliance/m2/server"
 	"github.com/malleable-cloud/malleable/appliance/pki"
 	"github.com/malleable-cloud/malleable/appliance/reconcile"
 	"github.com/malleable-cloud/malleable/appliance/reconcile/pass"
@@ -56,7 +55,7 @@ type tenantParts struct {
 // startTenants wires onboarding on the Docker engine ([tenants] runtime =
 // docker); nil parts without it.
 func startTenants(ctx context.Context, cfg Config, st *store.Store, sec secrets.Store, ca pki.Authority,
-	rec *reconcile.Reconciler, m2b *server.Backend, now func() time.Time, log *slog.Logger) (*tenantParts, error) {
+	rec *reconcile.Reconciler, disks tenants.DiskRemover, now func() time.Time, log *slog.Logger) (*tenantParts, error) {
 	if cfg.Tenants.Runtime != "docker" {
 		return nil, nil
 	}
@@ -85,11 +84,12 @@ func startTenants(ctx context.Context, cfg Config, st *store.Store, sec secrets.
 		Foreman: tenants.ForemanClient(30*time.Second, log), Broker: tl, TokenHash: store.TokenHash,
 		Leases: leaseEnder{st: st, rec: rec}, BMCRange: cfg.Nodes.TenantBMCPrefix(), Domain: cfg.Tenants.Domain,
 		Log: log, Now: now}
-	if m2b != nil {
-		plan.Disks = m2b
+	if disks != nil {
+		plan.Disks = disks
 	}
-	jobs := &tenants.Jobs{Store: st, Planner: plan, Log: log, Now: now, StepTimeout: cfg.Tenants.StepTimeout}
-	drift := &tenants.Drift{Plan: plan, Store: st, Orphans: rt, Grace: cfg.Tenants.OrphanGrace,
+	locks := &tenants.TenantLocks{}
+	jobs := &tenants.Jobs{Store: st, Planner: plan, Log: log, Now: now, StepTimeout: cfg.Tenants.StepTimeout, Locks: locks}
+	drift := &tenants.Drift{Plan: plan, Store: st, Orphans: rt, Grace: cfg.Tenants.OrphanGrace, Locks: locks,
 		Busy: func(ctx context.Context, tenant string) bool {
 			running, err := st.RunningTenantJobs(ctx)
 			for _, j := range running {
@@ -110,13 +110,26 @@ type leaseEnder struct {
 	rec *reconcile.Reconciler
 }
 
+// EndTenantLeases ends the tenant's leases, then runs passes until it
+// holds no node (a handover may need several: power-off retries), so
+// that its disks are never deleted under a running node.
 func (l leaseEnder) EndTenantLeases(ctx context.Context, tenant string, now time.Time) (int, error) {
 	n, err := l.st.EndTenantLeases(ctx, tenant, now)
-	if err != nil || n == 0 {
+	if err != nil {
 		return n, err
 	}
-	if _, err := l.rec.PassAs(ctx, pass.TriggerAPI, "offboarding of "+tenant); err != nil {
-		return n, fmt.Errorf("hand %s's nodes over: %w", tenant, err)
+	for {
+		if _, err := l.rec.PassAs(ctx, pass.TriggerAPI, "offboarding of "+tenant); err != nil {
+			return n, fmt.Errorf("hand %s's nodes over: %w", tenant, err)
+		}
+		held, err := l.st.LeasedNodes(ctx, tenant, time.Now())
+		if err != nil || len(held) == 0 {
+			return n, err
+		}
+		select {
+		case <-ctx.Done():
+			return n, fmt.Errorf("%s still holds %d nodes: %w", tenant, len(held), ctx.Err())
+		case <-time.After(2 * time.Second):
+		}
 	}
-	return n, nil
 }

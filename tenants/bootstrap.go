@@ -2,6 +2,7 @@ package tenants
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -106,14 +107,24 @@ func (o *onboarding) host(n inventory.Node) (Host, error) {
 	return Host{Name: n.Name, MAC: mac, BMCAddress: addr, BMCUser: o.tenant, BMCPassword: string(o.sec[secretBMCPassword])}, nil
 }
 
-// validFor reports whether a PEM certificate is still valid at t.
-func validFor(certPEM []byte, t time.Time) bool {
-	b, _ := pem.Decode(certPEM)
-	if b == nil {
+// usable reports whether a PEM certificate and key kept from an earlier
+// run still serve: they match, the CA now in use signed the certificate,
+// and it is still valid at t.
+func usable(certPEM, keyPEM, caPEM []byte, t time.Time) bool {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
 		return false
 	}
-	c, err := x509.ParseCertificate(b.Bytes)
-	return err == nil && t.Before(c.NotAfter)
+	c, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil || !t.Before(c.NotAfter) {
+		return false
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return false
+	}
+	_, err = c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: t.Add(-certRenewBefore)})
+	return err == nil
 }
 
 // notBefore is a PEM certificate's start.
@@ -153,7 +164,9 @@ func (o *offboarding) steps() []Step {
 	return []Step{
 		{"leases", o.leases},
 		{"smart-proxy", func(ctx context.Context) (string, error) {
-			return "removed", errors.Join(o.Runtime.RemoveProxy(ctx, o.tenant), o.Broker.Close(o.tenant))
+			// Its broker credential stops working with it.
+			return "removed, credential revoked", errors.Join(o.Runtime.RemoveProxy(ctx, o.tenant), o.Broker.Close(o.tenant),
+				o.Store.SetTenantToken(ctx, o.tenant, ""))
 		}},
 		{"foreman", func(ctx context.Context) (string, error) { return "removed", o.Runtime.RemoveForeman(ctx, o.tenant) }},
 		{"database", func(ctx context.Context) (string, error) { return "dropped", o.Runtime.DropDatabase(ctx, o.tenant) }},

@@ -40,6 +40,11 @@ type Drift struct {
 	Busy func(ctx context.Context, tenant string) bool
 	// Grace is how long an orphan is left before it is removed.
 	Grace time.Duration
+	// Locks are the jobs' (Jobs.Locks): a tenant a job works on is
+	// skipped.
+	Locks *TenantLocks
+	// TenantTimeout bounds the work on one tenant; 5 minutes when zero.
+	TenantTimeout time.Duration
 
 	mu   sync.Mutex
 	seen map[string]time.Time // orphan tenant -> first seen
@@ -54,19 +59,40 @@ func (d *Drift) Pass(ctx context.Context) error {
 	var errs []error
 	onboarded := map[string]bool{}
 	for _, t := range ts {
-		if t.State != inventory.TenantReady && t.State != inventory.TenantOnboarding && t.State != inventory.TenantOffboarding {
+		if t.State == inventory.TenantRegistered {
 			continue
 		}
+		// A failed job's tenant keeps its containers: the admin runs the
+		// job again, or offboards it.
 		onboarded[t.Name] = true
 		if t.State != inventory.TenantReady || (d.Busy != nil && d.Busy(ctx, t.Name)) {
 			continue
 		}
-		if err := d.tenant(ctx, t.Name); err != nil {
+		if err := d.locked(ctx, t.Name); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", t.Name, err))
 		}
 	}
 	errs = append(errs, d.orphans(ctx, onboarded))
 	return errors.Join(errs...)
+}
+
+// locked runs tenant under its lock, within TenantTimeout; a tenant a job
+// holds is left alone.
+func (d *Drift) locked(ctx context.Context, tenant string) error {
+	if d.Locks != nil {
+		lock := d.Locks.of(tenant)
+		if !lock.TryLock() {
+			return nil
+		}
+		defer lock.Unlock()
+	}
+	limit := d.TenantTimeout
+	if limit == 0 {
+		limit = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	return d.tenant(ctx, tenant)
 }
 
 // tenant re-runs the idempotent onboarding steps that keep its containers

@@ -45,6 +45,26 @@ type Planner interface {
 	Finished(ctx context.Context, tenant string, kind inventory.JobKind, err error) error
 }
 
+// TenantLocks serialise the work on each tenant: a job holds its tenant's
+// lock from its first step to its end, and the drift pass skips a tenant
+// whose lock is held. The zero value is ready.
+type TenantLocks struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex
+}
+
+func (l *TenantLocks) of(tenant string) *sync.Mutex {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]*sync.Mutex{}
+	}
+	if l.m[tenant] == nil {
+		l.m[tenant] = &sync.Mutex{}
+	}
+	return l.m[tenant]
+}
+
 // Jobs runs tenant jobs in the daemon's context, each tenant's one at a
 // time, different tenants' at once.
 type Jobs struct {
@@ -55,6 +75,8 @@ type Jobs struct {
 	Now func() time.Time
 	// StepTimeout bounds each step; 10 minutes when zero.
 	StepTimeout time.Duration
+	// Locks are shared with the drift pass; Jobs' own when nil.
+	Locks *TenantLocks
 
 	mu      sync.Mutex
 	queue   chan int64
@@ -77,6 +99,9 @@ func (j *Jobs) init() {
 	if j.queue == nil {
 		j.queue = make(chan int64, 64)
 		j.running = map[int64]bool{}
+	}
+	if j.Locks == nil {
+		j.Locks = &TenantLocks{}
 	}
 }
 
@@ -169,6 +194,12 @@ func (j *Jobs) run(ctx context.Context, id int64) {
 		j.Log.Error("load tenant job", "job", id, "err", err)
 		return
 	}
+	if job.State != inventory.JobRunning {
+		return // finished between the listing that found it and now
+	}
+	lock := j.Locks.of(job.Tenant)
+	lock.Lock()
+	defer lock.Unlock()
 	log := j.Log.With("job", id, "tenant", job.Tenant, "kind", job.Kind)
 	steps, err := j.Planner.Steps(job.Tenant, job.Kind, job.Options)
 	if err == nil {

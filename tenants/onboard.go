@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -93,13 +94,17 @@ const (
 	secretAdminPassword = "foreman/admin-password"
 	secretEncryptionKey = "foreman/encryption-key"
 	secretDBPassword    = "database/password"
-	secretBrokerToken   = "broker/token"
-	secretBMCPassword   = "bmc/password"
-	secretProxyCert     = "certs/proxy.crt"
-	secretProxyKey      = "certs/proxy.key"
-	secretForemanCert   = "certs/foreman.crt"
-	secretForemanKey    = "certs/foreman.key"
-	secretCA            = "certs/ca.crt"
+	// SecretBrokerToken is the smart-proxy's broker credential; a new
+	// token for an onboarded tenant is written here, and drift redeploys
+	// the proxy with it.
+	SecretBrokerToken = "broker/token"
+	secretBMCPassword = "bmc/password"
+	secretProxyCert   = "certs/proxy.crt"
+	secretProxyKey    = "certs/proxy.key"
+	secretForemanCert = "certs/foreman.crt"
+	secretForemanKey  = "certs/foreman.key"
+	secretCA          = "certs/ca.crt"
+	secretLoginShown  = "foreman/admin-password-shown"
 )
 
 // SecretPath is where a tenant's secret is kept.
@@ -169,19 +174,27 @@ func (o *onboarding) secrets(ctx context.Context) (string, error) {
 	for _, s := range []struct {
 		name string
 		n    int
-	}{{secretAdminPassword, 16}, {secretEncryptionKey, 16}, {secretDBPassword, 16}, {secretBrokerToken, 32}, {secretBMCPassword, 16}} {
+	}{{secretAdminPassword, 16}, {secretEncryptionKey, 16}, {secretDBPassword, 16}, {SecretBrokerToken, 32}, {secretBMCPassword, 16}} {
 		path := SecretPath(o.tenant, s.name)
 		v, err := o.Secrets.Get(ctx, path)
+		if errors.Is(err, secrets.ErrNotFound) && o.drift {
+			// A ready tenant's Foreman holds data under these: new
+			// ones would lock it out (a wrong store, not a new tenant).
+			return "", fmt.Errorf("secret %s of a ready tenant is missing; check the secret store's configuration: %w", path, err)
+		}
 		if errors.Is(err, secrets.ErrNotFound) {
 			v, made = randomSecret(s.n), made+1
 			err = o.Secrets.Put(ctx, path, v)
+			if err == nil && s.name == secretAdminPassword {
+				err = o.Secrets.Delete(ctx, SecretPath(o.tenant, secretLoginShown))
+			}
 		}
 		if err != nil {
 			return "", fmt.Errorf("secret %s: %w", path, err)
 		}
 		o.sec[s.name] = v
 	}
-	if err := o.Store.SetTenantToken(ctx, o.tenant, o.TokenHash(string(o.sec[secretBrokerToken]))); err != nil {
+	if err := o.Store.SetTenantToken(ctx, o.tenant, o.TokenHash(string(o.sec[SecretBrokerToken]))); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%d secrets, %d new", len(o.sec), made), nil
@@ -193,6 +206,10 @@ const certRenewBefore = 30 * 24 * time.Hour
 // certificates issues the proxy's server certificate and Foreman's client
 // certificate, keeping valid ones.
 func (o *onboarding) certificates(ctx context.Context) (string, error) {
+	ca, err := o.CA.CA(ctx)
+	if err != nil {
+		return "", fmt.Errorf("the CA's certificate: %w", err)
+	}
 	issued := 0
 	for _, c := range []struct {
 		cert, key string
@@ -206,7 +223,7 @@ func (o *onboarding) certificates(ctx context.Context) (string, error) {
 		certPath, keyPath := SecretPath(o.tenant, c.cert), SecretPath(o.tenant, c.key)
 		cert, err := o.Secrets.Get(ctx, certPath)
 		key, kerr := o.Secrets.Get(ctx, keyPath)
-		if err == nil && kerr == nil && validFor(cert, o.now().Add(certRenewBefore)) {
+		if err == nil && kerr == nil && usable(cert, key, ca, o.now().Add(certRenewBefore)) {
 			o.sec[c.cert], o.sec[c.key] = cert, key
 			continue
 		}
@@ -220,13 +237,11 @@ func (o *onboarding) certificates(ctx context.Context) (string, error) {
 		o.sec[c.cert], o.sec[c.key] = got.CertPEM, got.KeyPEM
 		issued++
 	}
-	ca, err := o.CA.CA(ctx)
-	if err != nil {
-		return "", fmt.Errorf("the CA's certificate: %w", err)
-	}
 	o.sec[secretCA] = ca
-	if err := o.Secrets.Put(ctx, SecretPath(o.tenant, secretCA), ca); err != nil {
-		return "", err
+	if old, err := o.Secrets.Get(ctx, SecretPath(o.tenant, secretCA)); err != nil || !bytes.Equal(old, ca) {
+		if err := o.Secrets.Put(ctx, SecretPath(o.tenant, secretCA), ca); err != nil {
+			return "", err
+		}
 	}
 	return fmt.Sprintf("%d issued, %d kept", issued, 2-issued), nil
 }
@@ -252,17 +267,16 @@ func (o *onboarding) foremanPort(ctx context.Context) (int, error) {
 			return p, nil
 		}
 	}
+	if o.drift {
+		return 0, fmt.Errorf("ready tenant %s has no Foreman URL recorded", o.tenant)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a port for Foreman: %w", err)
 	}
 	p := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	state := inventory.TenantOnboarding
-	if o.drift {
-		state = inventory.TenantReady
-	}
-	return p, o.Store.SetTenantState(ctx, o.tenant, state, fmt.Sprintf("http://127.0.0.1:%d", p))
+	return p, o.Store.SetTenantState(ctx, o.tenant, inventory.TenantOnboarding, fmt.Sprintf("http://127.0.0.1:%d", p))
 }
 
 func (o *onboarding) startForeman(ctx context.Context) (string, error) {
@@ -278,12 +292,10 @@ func (o *onboarding) startForeman(ctx context.Context) (string, error) {
 		return "", err
 	}
 	o.foreman = f
-	state := inventory.TenantOnboarding
-	if o.drift {
-		state = inventory.TenantReady
-	}
-	if err := o.Store.SetTenantState(ctx, o.tenant, state, f.PublicURL); err != nil {
-		return "", err
+	if !o.drift {
+		if err := o.Store.SetTenantState(ctx, o.tenant, inventory.TenantOnboarding, f.PublicURL); err != nil {
+			return "", err
+		}
 	}
 	return "Foreman at " + f.PublicURL, nil
 }
@@ -296,14 +308,14 @@ func (o *onboarding) proxy(ctx context.Context) (string, error) {
 		return "", err
 	}
 	ini, err := smartproxy.INI(smartproxy.InitSpec{Dir: ProxyDir, Tenant: o.tenant, BrokerURL: o.broker,
-		BrokerToken: string(o.sec[secretBrokerToken]), Listen: ":" + proxyPort, Hosts: []string{o.proxyFQDN(o.tenant)},
+		BrokerToken: string(o.sec[SecretBrokerToken]), Listen: ":" + proxyPort, Hosts: []string{o.proxyFQDN(o.tenant)},
 		ForemanCN: o.foremanFQDN(o.tenant), Now: issued})
 	if err != nil {
 		return "", err
 	}
 	files := map[string][]byte{
 		"smart-proxy.ini": ini,
-		"broker.token":    append(o.sec[secretBrokerToken], '\n'),
+		"broker.token":    append(o.sec[SecretBrokerToken], '\n'),
 		"bmc.password":    append(o.sec[secretBMCPassword], '\n'),
 		"ca.crt":          o.sec[secretCA],
 		"proxy.crt":       o.sec[secretProxyCert],

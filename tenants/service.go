@@ -57,7 +57,7 @@ func (s *Service) Credentials(ctx context.Context, tenant string) (inventory.For
 	}
 	s.shown.Lock()
 	defer s.shown.Unlock()
-	shown := SecretPath(tenant, "foreman/admin-password-shown")
+	shown := SecretPath(tenant, secretLoginShown)
 	if _, err := s.Plan.Secrets.Get(ctx, shown); err == nil {
 		return inventory.ForemanLogin{}, fmt.Errorf("%s: %w", tenant, ErrShown)
 	} else if !errors.Is(err, secrets.ErrNotFound) {

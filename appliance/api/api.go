@@ -186,7 +186,8 @@ func (a *API) classify(err error) *httpx.Error {
 		e.Status = http.StatusUnprocessableEntity
 	case errors.Is(err, store.ErrNotFound):
 		e.Status = http.StatusNotFound
-	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrInUse), errors.Is(err, lease.ErrIllegalState), errors.Is(err, store.ErrExhausted):
+	case errors.Is(err, store.ErrExists), errors.Is(err, store.ErrInUse), errors.Is(err, lease.ErrIllegalState), errors.Is(err, store.ErrExhausted),
+		errors.Is(err, store.ErrJobRunning):
 		e.Status = http.StatusConflict
 	case errors.As(err, &fe):
 		e.Status, e.Extra = http.StatusBadRequest, map[string]any{"fields": inventory.Fields(err)}

@@ -17,6 +17,7 @@ import (
 	"github.com/malleable-cloud/malleable/appliance/power"
 	"github.com/malleable-cloud/malleable/appliance/secrets"
 	"github.com/malleable-cloud/malleable/appliance/store"
+	"github.com/malleable-cloud/malleable/tenants"
 )
 
 // maxBMCPassword is IPMI 2.0's longest password.
@@ -224,7 +225,20 @@ func (a *API) issueTenantToken(w http.ResponseWriter, r *http.Request) error {
 	buf := make([]byte, 32)
 	rand.Read(buf)
 	token := "mlb_" + hex.EncodeToString(buf)
-	err = a.store.SetTenantToken(r.Context(), name, store.TokenHash(token))
+	t, err := a.store.GetTenant(r.Context(), name)
+	if err == nil && t.State != inventory.TenantRegistered {
+		// An onboarded tenant's smart-proxy gets its token from the
+		// secret store: the drift pass redeploys the proxy with the new
+		// one, and nothing puts the old one back.
+		if a.secrets == nil {
+			err = unavailable("a secret store")
+		} else {
+			err = a.secrets.Put(r.Context(), tenants.SecretPath(name, tenants.SecretBrokerToken), []byte(token))
+		}
+	}
+	if err == nil {
+		err = a.store.SetTenantToken(r.Context(), name, store.TokenHash(token))
+	}
 	a.audit(r, "tenant.token", "tenant/"+name, "new broker token issued", err)
 	if err != nil {
 		return err

@@ -41,8 +41,12 @@ func (a *API) onboardTenant(w http.ResponseWriter, r *http.Request) error {
 	if a.tenants == nil {
 		return errNoOnboarding
 	}
-	if _, err := a.store.GetTenant(r.Context(), name); err != nil {
+	t, err := a.store.GetTenant(r.Context(), name)
+	if err != nil {
 		return err
+	}
+	if t.State == inventory.TenantRegistered && t.ForemanURL != "" {
+		return httpx.Errorf(http.StatusConflict, "tenant %s brings its own Foreman (%s); onboarding runs the appliance's own", name, t.ForemanURL)
 	}
 	job, err := a.tenants.Onboard(r.Context(), name)
 	a.audit(r, "tenant.onboard", "tenant/"+name, jobDetail(job), err)

@@ -249,6 +249,23 @@ func checkDrift(t *testing.T, d *daemon, tenant string, f foremanAPI, work, cfg 
 		time.Sleep(time.Second)
 	}
 
+	// A new broker token reaches the running proxy: drift redeploys it
+	// with the token the store now checks.
+	old := containerStarts(t, tenant)[proxy]
+	d.ok(t, "tenant", "token", tenant)
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		now := containerStarts(t, tenant)[proxy]
+		st, _, _ := f.try("/api/hosts/rack-1/power")
+		if now != "" && now != old && st == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy was not redeployed with its new token (started %s, was %s; power %d)\n%s", now, old, st, d.log)
+		}
+		time.Sleep(time.Second)
+	}
+
 	before := containerStarts(t, tenant)
 	d.stop(t)
 	d = startDaemon(t, filepath.Join(work, "state"), "--config", cfg)
