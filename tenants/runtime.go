@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -137,10 +138,6 @@ func (d *Docker) EnsureProxy(ctx context.Context, s ProxySpec) error {
 		Tenant: s.Tenant, Role: roleProxy, Name: d.rt.Owner() + "-" + s.Tenant + "-" + roleProxy, Image: tag,
 		Files: files, User: fmt.Sprintf("%d:%d", proxyUID, proxyUID), ReadOnlyRootfs: true,
 		CapDrop: []string{"ALL"}, NoNewPrivileges: true, MemoryBytes: 64 << 20, PidsLimit: 128, Restart: "unless-stopped",
-		// The image's check, every 10 s, but every 500 ms while it starts:
-		// onboarding waits for the first healthy answer.
-		Health: &docker.Health{Cmd: []string{"/malleable", "smart-proxy", "health"}, Interval: 10 * time.Second,
-			Timeout: 5 * time.Second, StartPeriod: 30 * time.Second, StartInterval: 500 * time.Millisecond, Retries: 3},
 		Networks: []docker.Attachment{{NetworkID: s.NetworkID, Aliases: []string{s.Alias}}},
 	})
 	if err != nil {
@@ -150,9 +147,16 @@ func (d *Docker) EnsureProxy(ctx context.Context, s ProxySpec) error {
 	return nil
 }
 
-// WaitHealthy waits for the tenant's smart-proxy's health check. Its
-// Foreman answered /api/v2/ping in the foreman step already; its own
-// check runs every 30 s, which would only add to the wait.
+// healthPoll is how often WaitHealthy runs the proxy's health check.
+const healthPoll = 500 * time.Millisecond
+
+// WaitHealthy runs the tenant's smart-proxy's own health check in it
+// (`malleable smart-proxy health`: its listener, certificates and the
+// broker with its token) until it passes. The image's HEALTHCHECK runs
+// the same every 10 s for as long as the proxy runs; waiting for Docker's
+// first run of it would add up to 10 s to every onboarding (Docker's
+// start interval needs API 1.44, and engines here speak 1.41). Its Foreman
+// answered /api/v2/ping in the foreman step already.
 func (d *Docker) WaitHealthy(ctx context.Context, tenant string) error {
 	cs, err := d.rt.List(ctx, tenant)
 	if err != nil {
@@ -162,8 +166,19 @@ func (d *Docker) WaitHealthy(ctx context.Context, tenant string) error {
 		if c.Role != roleProxy {
 			continue
 		}
-		if _, err := d.rt.WaitHealthy(ctx, c.ID); err != nil {
-			return fmt.Errorf("%s: %w", c.Name, err)
+		for {
+			_, errOut, code, err := d.rt.Exec(ctx, c.ID, []string{"/malleable", "smart-proxy", "health"})
+			if err == nil && code == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				if err == nil {
+					err = fmt.Errorf("health check exit %d: %s", code, strings.TrimSpace(errOut))
+				}
+				return fmt.Errorf("%s is not healthy: %w", c.Name, err)
+			case <-time.After(healthPoll):
+			}
 		}
 	}
 	return nil

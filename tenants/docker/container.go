@@ -43,10 +43,7 @@ type Health struct {
 	Interval    time.Duration
 	Timeout     time.Duration
 	StartPeriod time.Duration
-	// StartInterval is the interval between checks during StartPeriod
-	// (Docker API 1.44+); Interval when zero.
-	StartInterval time.Duration
-	Retries       int
+	Retries     int
 }
 
 // Attachment connects a container to a network by ID, with DNS aliases.

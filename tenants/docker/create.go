@@ -91,7 +91,7 @@ func (r *Runtime) configs(s ContainerSpec, hash string) (*container.Config, *con
 	if h := s.Health; h != nil {
 		cfg.Healthcheck = &container.HealthConfig{
 			Test:     append([]string{"CMD"}, h.Cmd...),
-			Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, StartInterval: h.StartInterval, Retries: h.Retries,
+			Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, Retries: h.Retries,
 		}
 	}
 	host := &container.HostConfig{
