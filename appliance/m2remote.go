@@ -124,41 +124,10 @@ func (m *m2Remote) UnbindNode(ctx context.Context, node, tenant string) error {
 	return errors.Join(errs...)
 }
 
-// RemoveTenantDisks deletes every disk (detached first) and snapshot of
-// the tenant's project on the standalone backend: the offboarding's disks
-// step, as server.Backend.RemoveTenantDisks does for the embedded one.
+// RemoveTenantDisks deletes every disk and snapshot of the tenant's
+// project on the standalone backend (m2.RemoveProject).
 func (m *m2Remote) RemoveTenantDisks(ctx context.Context, tenant string) (int, error) {
-	disks, err := m.client.Disks(ctx, tenant)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	var errs []error
-	for _, d := range disks {
-		if d.Node != "" {
-			if err := m.client.Detach(ctx, tenant, d.Name); err != nil {
-				errs = append(errs, fmt.Errorf("detach %s/%s: %w", tenant, d.Name, err))
-				continue
-			}
-		}
-		if err := m.client.DeleteDisk(ctx, tenant, d.Name); err != nil {
-			errs = append(errs, fmt.Errorf("delete %s/%s: %w", tenant, d.Name, err))
-			continue
-		}
-		n++
-	}
-	snaps, err := m.client.Snapshots(ctx, tenant)
-	if err != nil {
-		return n, errors.Join(append(errs, err)...)
-	}
-	for _, s := range snaps {
-		if err := m.client.RemoveSnapshot(ctx, tenant, s.Name); err != nil {
-			errs = append(errs, fmt.Errorf("delete snapshot %s/%s: %w", tenant, s.Name, err))
-			continue
-		}
-		n++
-	}
-	return n, errors.Join(errs...)
+	return m2.RemoveProject(ctx, m.client, tenant)
 }
 
 // remoteCaller is who calls a standalone backend: the appliance (the
