@@ -193,6 +193,7 @@ drift_interval = 2s
 		}
 		return // offboarding needs Vault: the cleanup removes the containers
 	} else {
+		checkActivateHost(t, d, tenant, f, sim, pw)
 		d = checkDrift(t, d, tenant, f, work, cfg)
 	}
 
@@ -220,6 +221,24 @@ func containerStarts(t *testing.T, tenant string) map[string]string {
 		starts[name] = strings.TrimSpace(string(at))
 	}
 	return starts
+}
+
+// checkActivateHost leases a second node to the onboarded tenant: the
+// handover's activate step makes its host in the tenant's Foreman, with
+// its power readable there at once.
+func checkActivateHost(t *testing.T, d *daemon, tenant string, f foremanAPI, sim *bmctest.Sim, pw string) {
+	t.Helper()
+	if st, _ := f.get(t, "/api/hosts/rack-2"); st != 404 {
+		t.Fatalf("rack-2 is a host before its lease: %d", st)
+	}
+	d.ok(t, "node", "add", "rack-2", "--mac", "52:54:00:fe:02:02", "--bmc", fmt.Sprintf("%s:%d", sim.Host, sim.Port),
+		"--bmc-user", sim.User, "--bmc-password-file", pw)
+	d.ok(t, "lease", "add", "--node", "rack-2", "--tenant", tenant, "--start", "now", "--duration", "1h")
+	d.ok(t, "reconcile", "now")
+	st, body := f.get(t, "/api/hosts/rack-2/power")
+	if st != 200 || !strings.Contains(body, `"state":"o`) {
+		t.Errorf("rack-2 after its handover to %s: %d %s (want its host made at the activate step)", tenant, st, body)
+	}
 }
 
 // checkDrift removes the tenant's smart-proxy and stops its Foreman, and
