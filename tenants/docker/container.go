@@ -11,6 +11,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -206,11 +207,16 @@ func (s ContainerSpec) hash() string {
 // Ensure makes the container described by spec run: it adopts a running
 // container whose spec label matches (never restarting it), replaces one
 // whose spec changed, starts a stopped one, and creates a missing one.
-// Concurrent calls with one spec end with one container.
+// Concurrent calls with one spec end with one container: in this
+// process they take turns by name; other processes' races are met by the
+// create-or-adopt loop.
 func (r *Runtime) Ensure(ctx context.Context, spec ContainerSpec) (Container, Action, error) {
 	if err := spec.validate(); err != nil {
 		return Container{}, "", err
 	}
+	mu, _ := r.ctrLocks.LoadOrStore(spec.Name, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	log := r.log.With("container", spec.Name, "tenant", spec.Tenant, "role", spec.Role)
 	want := spec.hash()
 	var extra []Attachment

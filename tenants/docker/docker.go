@@ -113,6 +113,7 @@ type Runtime struct {
 	// netLocks serialise this process's creators of one network: old
 	// engines (API < 1.44) do not refuse a second network of one name.
 	netLocks sync.Map // network name -> *sync.Mutex
+	ctrLocks sync.Map // container name -> *sync.Mutex
 }
 
 // New connects to the Engine, negotiating the API version, and checks
