@@ -41,17 +41,11 @@ func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
 	if a.power == nil {
 		return unavailable("an allocator")
 	}
-	name, err := pathName(r)
+	h, err := a.holder(r)
 	if err != nil {
 		return err
 	}
-	if _, err := a.store.GetNode(r.Context(), name); err != nil {
-		return err
-	}
-	holder, err := a.store.Holder(r.Context(), name)
-	if err != nil {
-		return err
-	}
+	name := h.Node
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	on, err := a.power.ReadPower(ctx, name)
@@ -62,25 +56,31 @@ func (a *API) nodePower(w http.ResponseWriter, r *http.Request) error {
 	if on {
 		state = "on"
 	}
-	httpx.WriteJSON(w, http.StatusOK, wire.Power{Node: name, Power: state, Holder: holder})
+	httpx.WriteJSON(w, http.StatusOK, wire.Power{Node: name, Power: state, Holder: h.Holder})
 	return nil
 }
 
 // nodeHolder answers who holds a node now, from the store alone.
 func (a *API) nodeHolder(w http.ResponseWriter, r *http.Request) error {
+	h, err := a.holder(r)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, h)
+	return nil
+}
+
+// holder is who holds the {name} node, which must exist.
+func (a *API) holder(r *http.Request) (wire.Holder, error) {
 	name, err := pathName(r)
 	if err != nil {
-		return err
+		return wire.Holder{}, err
 	}
 	if _, err := a.store.GetNode(r.Context(), name); err != nil {
-		return err
+		return wire.Holder{}, err
 	}
 	holder, err := a.store.Holder(r.Context(), name)
-	if err != nil {
-		return err
-	}
-	httpx.WriteJSON(w, http.StatusOK, wire.Holder{Node: name, Holder: holder})
-	return nil
+	return wire.Holder{Node: name, Holder: holder}, err
 }
 
 // nodePowerAction lets an admin drive a node nobody holds. A held node's
