@@ -63,22 +63,11 @@ func nilStr(s string) any {
 }
 
 func (f *Fixture) hostIndex(w http.ResponseWriter, r *http.Request, _ map[string]any) {
-	want, filter := searchTerm(r, "name")
-	var out []any
-	for _, id := range sortedIDs(f.hosts) {
-		if !filter || f.hosts[id].Name == want {
-			out = append(out, f.hostJSON(id, false))
-		}
-	}
-	index(w, r, len(f.hosts), out)
+	listByName(w, r, f.hosts, func(v *host) string { return v.Name }, func(id int) any { return f.hostJSON(id, false) })
 }
 
 func (f *Fixture) hostShow(w http.ResponseWriter, r *http.Request, _ map[string]any) {
-	if _, ok := f.hosts[pathID(r)]; !ok {
-		notFound(w, "host", r.PathValue("id"))
-		return
-	}
-	writeJSON(w, http.StatusOK, f.hostJSON(pathID(r), true))
+	showOne(w, r, f.hosts, "host", func(id int) any { return f.hostJSON(id, true) })
 }
 
 func (f *Fixture) hostCreate(w http.ResponseWriter, r *http.Request, body map[string]any) {
@@ -339,22 +328,11 @@ func (f *Fixture) templateJSON(id int, full bool) map[string]any {
 }
 
 func (f *Fixture) templateIndex(w http.ResponseWriter, r *http.Request, _ map[string]any) {
-	want, filter := searchTerm(r, "name")
-	var out []any
-	for _, id := range sortedIDs(f.tmpls) {
-		if !filter || f.tmpls[id].Name == want {
-			out = append(out, f.templateJSON(id, false))
-		}
-	}
-	index(w, r, len(f.tmpls), out)
+	listByName(w, r, f.tmpls, func(v *template) string { return v.Name }, func(id int) any { return f.templateJSON(id, false) })
 }
 
 func (f *Fixture) templateShow(w http.ResponseWriter, r *http.Request, _ map[string]any) {
-	if _, ok := f.tmpls[pathID(r)]; !ok {
-		notFound(w, "provisioning_template", r.PathValue("id"))
-		return
-	}
-	writeJSON(w, http.StatusOK, f.templateJSON(pathID(r), true))
+	showOne(w, r, f.tmpls, "provisioning_template", func(id int) any { return f.templateJSON(id, true) })
 }
 
 func (f *Fixture) templateCreate(w http.ResponseWriter, r *http.Request, body map[string]any) {

@@ -59,22 +59,11 @@ func (f *Fixture) refs(kind string, ids []int) []any {
 }
 
 func (f *Fixture) proxyIndex(w http.ResponseWriter, r *http.Request, _ map[string]any) {
-	want, filter := searchTerm(r, "name")
-	var out []any
-	for _, id := range sortedIDs(f.proxies) {
-		if !filter || f.proxies[id].Name == want {
-			out = append(out, f.proxyJSON(id, false))
-		}
-	}
-	index(w, r, len(f.proxies), out)
+	listByName(w, r, f.proxies, func(v *smartProxy) string { return v.Name }, func(id int) any { return f.proxyJSON(id, false) })
 }
 
 func (f *Fixture) proxyShow(w http.ResponseWriter, r *http.Request, _ map[string]any) {
-	if _, ok := f.proxies[pathID(r)]; !ok {
-		notFound(w, "smart_proxy", r.PathValue("id"))
-		return
-	}
-	writeJSON(w, http.StatusOK, f.proxyJSON(pathID(r), true))
+	showOne(w, r, f.proxies, "smart_proxy", func(id int) any { return f.proxyJSON(id, true) })
 }
 
 func (f *Fixture) proxyCreate(w http.ResponseWriter, r *http.Request, body map[string]any) {
@@ -279,14 +268,7 @@ func maskBits(mask string) int {
 }
 
 func (f *Fixture) subnetIndex(w http.ResponseWriter, r *http.Request, _ map[string]any) {
-	want, filter := searchTerm(r, "name")
-	var out []any
-	for _, id := range sortedIDs(f.subnets) {
-		if !filter || f.subnets[id].Name == want {
-			out = append(out, f.subnetJSON(id))
-		}
-	}
-	index(w, r, len(f.subnets), out)
+	listByName(w, r, f.subnets, func(v *subnet) string { return v.Name }, func(id int) any { return f.subnetJSON(id) })
 }
 
 func (f *Fixture) subnetCreate(w http.ResponseWriter, r *http.Request, body map[string]any) {

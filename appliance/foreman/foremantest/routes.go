@@ -162,6 +162,27 @@ func pathID(r *http.Request) int {
 	return n
 }
 
+// listByName answers Foreman's index of m, with its exact name search.
+func listByName[T any](w http.ResponseWriter, r *http.Request, m map[int]T, name func(T) string, show func(id int) any) {
+	want, filter := searchTerm(r, "name")
+	var out []any
+	for _, id := range sortedIDs(m) {
+		if !filter || name(m[id]) == want {
+			out = append(out, show(id))
+		}
+	}
+	index(w, r, len(m), out)
+}
+
+// showOne answers one record of m by the path's id, or Foreman's 404.
+func showOne[T any](w http.ResponseWriter, r *http.Request, m map[int]T, kind string, show func(id int) any) {
+	if _, ok := m[pathID(r)]; !ok {
+		notFound(w, kind, r.PathValue("id"))
+		return
+	}
+	writeJSON(w, http.StatusOK, show(pathID(r)))
+}
+
 // sortedIDs returns a map's keys in order.
 func sortedIDs[T any](m map[int]T) []int {
 	out := make([]int, 0, len(m))
