@@ -28,20 +28,8 @@ func (s *Store) SetTenantBMCRange(ctx context.Context, p netip.Prefix) (int, err
 	n := 0
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		n = 0
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM nodes WHERE tenant_bmc_address = '' ORDER BY id`)
+		ids, err := queryIDs(ctx, tx, `SELECT id FROM nodes WHERE tenant_bmc_address = '' ORDER BY id`)
 		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
 		for _, id := range ids {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/malleable-cloud/malleable/appliance/inventory"
-	"github.com/malleable-cloud/malleable/appliance/lease"
 )
 
 // ErrJobRunning means a tenant already has a running job of another kind.
@@ -183,33 +182,14 @@ func (s *Store) LeasedNodes(ctx context.Context, tenant string, now time.Time) (
 func (s *Store) EndTenantLeases(ctx context.Context, tenant string, now time.Time) (int, error) {
 	changed := 0
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT l.id FROM leases l JOIN tenants t ON t.id = l.tenant_id
+		changed = 0
+		ids, err := queryIDs(ctx, tx, `SELECT l.id FROM leases l JOIN tenants t ON t.id = l.tenant_id
 			WHERE t.name = ? AND l.cancelled = 0 AND l.end_at > ?`, tenant, ms(now))
 		if err != nil {
 			return err
 		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return err
-		}
 		for _, id := range ids {
-			l, err := getLease(ctx, tx, id)
-			if err != nil {
-				return err
-			}
-			out, err := lease.Cancel(l, now)
-			if err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE leases SET end_at = ?, cancelled = ? WHERE id = ?`, ms(out.End), out.Cancelled, id); err != nil {
+			if _, err := cancelIn(ctx, tx, id, now); err != nil {
 				return err
 			}
 			changed++

@@ -168,22 +168,46 @@ func (s *Store) ListLeases(ctx context.Context, f LeaseFilter) ([]lease.Lease, e
 // it now stands.
 func (s *Store) CancelLease(ctx context.Context, id int64, now time.Time) (lease.Lease, error) {
 	var out lease.Lease
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		l, err := getLease(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		if out, err = lease.Cancel(l, now); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE leases SET end_at = ?, cancelled = ? WHERE id = ?`,
-			ms(out.End), out.Cancelled, id)
+	err := s.write(ctx, func(tx *sql.Tx) (err error) {
+		out, err = cancelIn(ctx, tx, id, now)
 		return err
 	})
 	if err != nil {
 		return out, fmt.Errorf("cancel lease %d: %w", id, err)
 	}
 	return out, nil
+}
+
+// cancelIn cancels lease id at now inside tx.
+func cancelIn(ctx context.Context, tx *sql.Tx, id int64, now time.Time) (lease.Lease, error) {
+	l, err := getLease(ctx, tx, id)
+	if err != nil {
+		return l, err
+	}
+	out, err := lease.Cancel(l, now)
+	if err != nil {
+		return out, err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE leases SET end_at = ?, cancelled = ? WHERE id = ?`, ms(out.End), out.Cancelled, id)
+	return out, err
+}
+
+// queryIDs returns the ids a query inside tx selects.
+func queryIDs(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, errors.Join(rows.Err(), rows.Close())
 }
 
 // ExtendLeaseFunc moves the end of lease id to newEnd(its current end),
