@@ -20,25 +20,36 @@ type LastKnown struct {
 
 	mu   sync.Mutex
 	last map[string][]byte
+	// writes counts this process's writes and deletes of each path, so
+	// that a read that raced one does not remember what it replaced.
+	writes map[string]uint64
 }
 
 // NewLastKnown returns s with a last-known-value fallback for Get.
 func NewLastKnown(s Store, log *slog.Logger) *LastKnown {
-	return &LastKnown{Store: s, Log: log, last: map[string][]byte{}}
+	return &LastKnown{Store: s, Log: log, last: map[string][]byte{}, writes: map[string]uint64{}}
 }
 
 // Get reads path from the store, or its last known value when the store
 // fails.
 func (l *LastKnown) Get(ctx context.Context, path string) ([]byte, error) {
+	l.mu.Lock()
+	gen := l.writes[path]
+	l.mu.Unlock()
 	v, err := l.Store.Get(ctx, path)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	raced := l.writes[path] != gen
 	switch {
 	case err == nil:
-		l.last[path] = clone(v)
+		if !raced {
+			l.last[path] = clone(v)
+		}
 		return v, nil
 	case errors.Is(err, ErrNotFound):
-		delete(l.last, path)
+		if !raced {
+			delete(l.last, path)
+		}
 		return nil, err
 	case errors.Is(err, ErrInvalidPath) || ctx.Err() != nil:
 		return nil, err
@@ -52,22 +63,24 @@ func (l *LastKnown) Get(ctx context.Context, path string) ([]byte, error) {
 
 // Put writes path to the store and remembers the value.
 func (l *LastKnown) Put(ctx context.Context, path string, value []byte) error {
-	if err := l.Store.Put(ctx, path, value); err != nil {
+	err := l.Store.Put(ctx, path, value)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.writes[path]++
+	if err != nil {
+		// Most likely unwritten: what was known stays known.
 		return err
 	}
-	l.mu.Lock()
 	l.last[path] = clone(value)
-	l.mu.Unlock()
 	return nil
 }
 
 // Delete removes path from the store and forgets it.
 func (l *LastKnown) Delete(ctx context.Context, path string) error {
-	if err := l.Store.Delete(ctx, path); err != nil {
-		return err
-	}
+	err := l.Store.Delete(ctx, path)
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.writes[path]++
 	delete(l.last, path)
-	l.mu.Unlock()
-	return nil
+	return err
 }

@@ -71,3 +71,46 @@ func TestLastKnownWhileDown(t *testing.T) {
 		t.Errorf("a value the store said was gone came back while down: %v", err)
 	}
 }
+
+// slowGet is a store whose Gets wait for release after reading, so a
+// write can land between a read and its remembering.
+type slowGet struct {
+	secrets.Store
+	read, release chan struct{}
+}
+
+func (s *slowGet) Get(ctx context.Context, p string) ([]byte, error) {
+	v, err := s.Store.Get(ctx, p)
+	s.read <- struct{}{}
+	<-s.release
+	return v, err
+}
+
+// A read that raced a write does not remember the value the write
+// replaced: with the store down, the written value is the one known.
+func TestLastKnownReadRacingWrite(t *testing.T) {
+	ctx := context.Background()
+	mem := secrets.NewMemory()
+	mem.Put(ctx, "tenants/a/broker/token", []byte("old"))
+	s := &slowGet{Store: mem, read: make(chan struct{}), release: make(chan struct{})}
+	d := &down{Store: s}
+	l := secrets.NewLastKnown(d, slog.New(slog.DiscardHandler))
+
+	got := make(chan string)
+	go func() {
+		v, _ := l.Get(ctx, "tenants/a/broker/token")
+		got <- string(v)
+	}()
+	<-s.read // the reader holds "old"
+	if err := l.Put(ctx, "tenants/a/broker/token", []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	close(s.release)
+	if v := <-got; v != "old" {
+		t.Fatalf("the racing read returned %q, want what it read (old)", v)
+	}
+	d.off.Store(true)
+	if v, err := l.Get(ctx, "tenants/a/broker/token"); err != nil || string(v) != "new" {
+		t.Errorf("known value while down after a racing read: %q %v, want new", v, err)
+	}
+}
