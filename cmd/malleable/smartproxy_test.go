@@ -3,19 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/malleable-cloud/malleable/appliance/smartproxy/proxytest"
 )
 
 // foremanCN is the CN of the tenant's Foreman client certificate.
@@ -46,7 +40,8 @@ func TestSmartProxyEndToEnd(t *testing.T) {
 	token := strings.TrimSpace(d.ok(t, "tenant", "token", "acme"))
 
 	dir := t.TempDir()
-	ca := newProxyPKI(t, dir)
+	ca := proxytest.NewCA(t, "Malleable test CA")
+	ca.WriteServerTLS(t, dir, "localhost")
 	write := func(name, data string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
@@ -83,14 +78,14 @@ password_file = %s
 		t.Errorf("proxy announced %s, want %s", p.addr, addr)
 	}
 	base := "https://" + addr
-	foreman := ca.client(t, foremanCN)
+	foreman := proxyClient(t, ca, foremanCN)
 	for _, c := range []struct {
 		golden string
 		client *http.Client
 		path   string
 		login  bool
 	}{
-		{"v2_features_nocert", ca.client(t, ""), "/v2/features", false},
+		{"v2_features_nocert", proxyClient(t, ca, ""), "/v2/features", false},
 		{"power_status_not_held", foreman, "/bmc/node-1/chassis/power/status", true},
 	} {
 		req, _ := http.NewRequest(http.MethodGet, base+c.path, nil)
@@ -341,105 +336,16 @@ func readProxyGolden(t *testing.T, name string) (int, string, string) {
 	return status, strings.TrimPrefix(lines[2], "Content-Type: "), body
 }
 
-// proxyPKI is a CA made for one test, which issued the proxy's server
-// certificate (proxy.crt, proxy.key; ca.crt is the CA) into a directory.
-type proxyPKI struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newProxyPKI(t *testing.T, dir string) *proxyPKI {
-	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Malleable test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &proxyPKI{key: key, pool: x509.NewCertPool()}
-	if ca.cert, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	ca.pool.AddCert(ca.cert)
-	certPEM, keyPEM := ca.issue(t, "localhost", true)
-	for name, data := range map[string][]byte{
-		"ca.crt":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		"proxy.crt": certPEM,
-		"proxy.key": keyPEM,
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ca
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-// issue signs a certificate with subject CN cn: for the server on loopback,
-// or for a client.
-func (ca *proxyPKI) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key := newKey(t)
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.DNSNames = []string{"localhost"}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-// client returns an HTTPS client that trusts the CA and presents a client
+// proxyClient returns an HTTPS client that trusts ca and presents a client
 // certificate with CN cn, or none if cn is empty.
-func (ca *proxyPKI) client(t *testing.T, cn string) *http.Client {
+func proxyClient(t *testing.T, ca *proxytest.CA, cn string) *http.Client {
 	t.Helper()
-	tc := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
+	var certs []tls.Certificate
 	if cn != "" {
-		certPEM, keyPEM := ca.issue(t, cn, false)
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+		certs = append(certs, ca.ClientCert(t, cn))
 	}
-	tr := &http.Transport{TLSClientConfig: tc}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	c := ca.Client(certs...)
+	c.Timeout = 10 * time.Second
+	t.Cleanup(c.CloseIdleConnections)
+	return c
 }
